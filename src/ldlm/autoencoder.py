@@ -1,0 +1,166 @@
+"""Text autoencoder of COSMOS: compressor ``E_z`` (h -> z), decompressor ``D_h`` (z -> h_hat), token head ``D_w``.
+
+Also the stage-1 training signals of COSMOS Sec. 4.2.2: activation perturbations (masking / Gaussian
+noising of h, one per batch), latent feature dropout, ``CE(w, w_hat) + MSE(h, h_hat)`` and the optional
+KL term of the VAE variant (Appendix D.1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ldlm.config import AutoencoderConfig
+from ldlm.perceiver import PerceiverResampler
+
+
+class TextAutoencoder(nn.Module):
+    """h: (B, L, D) normalised encoder features <-> z: (B, N, d) latents; head: (B, L, D) -> (B, L, V)."""
+
+    def __init__(self, cfg: AutoencoderConfig, *, hidden_size: int, max_length: int, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.latent_dim = cfg.latent_dim or cfg.width
+        self.variational = cfg.kl_weight > 0
+        common = dict(width=cfg.width, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, locality_bias=cfg.locality_bias)
+        self.compressor = PerceiverResampler(
+            num_queries=cfg.num_latents,
+            max_inputs=max_length,
+            in_dim=hidden_size,
+            out_dim=self.latent_dim * (2 if self.variational else 1),  # VAE: mean and log-variance
+            blocks=cfg.encoder_blocks,
+            **common,
+        )
+        self.decompressor = PerceiverResampler(
+            num_queries=max_length,
+            max_inputs=cfg.num_latents,
+            in_dim=self.latent_dim,
+            out_dim=hidden_size,
+            blocks=cfg.decoder_blocks,
+            **common,
+        )
+        self.head = nn.Linear(hidden_size, vocab_size)
+
+    # ------------------------------------------------------------------ encoder / decoder
+
+    def encode_distribution(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """h: (B, L, D), mask: (B, L) -> (mean (B, N, d), log-variance (B, N, d) or None)."""
+        out = self.compressor(h, key_mask=mask)
+        if not self.variational:
+            return out, None
+        mean, logvar = out.chunk(2, dim=-1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    def encode(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Deterministic latents (the posterior mean for the VAE variant): (B, L, D) -> (B, N, d)."""
+        return self.encode_distribution(h, mask)[0]
+
+    def decode_hidden(self, z: torch.Tensor, length: int) -> torch.Tensor:
+        """z: (B, N, d) -> h_hat: (B, length, D) in the normalised feature space."""
+        return self.decompressor(z, num_outputs=length)
+
+    def logits(self, h_hat: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., V) token logits."""
+        return self.head(h_hat)
+
+    def decode_tokens(self, z: torch.Tensor, length: int) -> torch.Tensor:
+        """z: (B, N, d) -> argmax token ids (B, length)."""
+        return self.logits(self.decode_hidden(z, length)).argmax(-1)
+
+
+# ---------------------------------------------------------------------- training signals (Sec. 4.2.2)
+
+
+def augmentation_strength(cfg: AutoencoderConfig, step: int) -> float:
+    """0 before ``augment_start_step``, then a linear ramp to 1 over ``augment_ramp_steps`` (paper: 1 always)."""
+    if step < cfg.augment_start_step:
+        return 0.0
+    if cfg.augment_ramp_steps <= 0:
+        return 1.0
+    return min(1.0, (step - cfg.augment_start_step + 1) / cfg.augment_ramp_steps)
+
+
+def perturb_activations(
+    h: torch.Tensor, mask: torch.Tensor, cfg: AutoencoderConfig, strength: float, generator: torch.Generator
+) -> tuple[torch.Tensor, str]:
+    """One perturbation per batch, each with probability 1/2 (COSMOS Sec. 4.2.2); returns (h', kind).
+
+    (a) masking: each of the L vectors of h is zeroed with probability ``mask_prob``;
+    (b) noising: ``h' = delta h + sqrt(1 - delta^2) eps`` on normalised h, ``delta = noise_delta``.
+    ``strength`` in [0, 1] scales both towards the identity (1 = the paper's values).
+    """
+    if strength <= 0:
+        return h, "none"
+    b, length, _ = h.shape
+    use_masking = torch.rand((), generator=generator).item() < 0.5
+    if use_masking:
+        p = cfg.mask_prob * strength
+        drop = torch.rand(b, length, 1, generator=generator).to(h.device) < p
+        return h.masked_fill(drop & mask.bool().unsqueeze(-1), 0.0), "mask"
+    delta = 1.0 - (1.0 - cfg.noise_delta) * strength
+    eps = torch.randn(h.shape, generator=generator).to(h.device)
+    return delta * h + math.sqrt(1.0 - delta**2) * eps, "noise"
+
+
+def latent_dropout(z: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Zero a share ``p`` of the individual features of z: (B, N, d) (no rescaling, as in the paper)."""
+    if p <= 0:
+        return z
+    keep = torch.rand(z.shape, generator=generator).to(z.device) >= p
+    return z * keep
+
+
+def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, I)), summed over (N, d) and averaged over the batch (App. D.1)."""
+    return 0.5 * (mean**2 + logvar.exp() - logvar - 1).sum(dim=(1, 2)).mean()
+
+
+def token_cross_entropy(
+    head: nn.Linear,
+    h_hat: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    positions: int,
+    negatives: int,
+    generator: torch.Generator,
+    detach_head: bool = False,
+) -> torch.Tensor:
+    """CE(w, D_w(h_hat)) over real positions; optionally on a random subset of positions (``positions``)
+    and over a sampled softmax of the batch's target classes plus ``negatives`` random classes.
+
+    The full-vocabulary head dominates a CPU step (30k classes); the sampled variant is an engineering
+    option beyond the paper (0/0 = exact CE over all positions and the whole vocabulary).
+    """
+    flat_h = h_hat[mask.bool()]  # (P, D)
+    flat_t = targets[mask.bool()]  # (P,)
+    if positions and flat_t.numel() > positions:
+        pick = torch.randperm(flat_t.numel(), generator=generator)[:positions].to(flat_t.device)
+        flat_h, flat_t = flat_h[pick], flat_t[pick]
+    if not negatives:
+        return F.cross_entropy(F.linear(flat_h, weight, bias), flat_t)
+    vocab = weight.shape[0]
+    noise = torch.randint(vocab, (negatives,), generator=generator).to(flat_t.device)
+    classes = torch.unique(torch.cat([flat_t, noise]))  # sorted
+    logits = flat_h @ weight[classes].T + bias[classes]
+    return F.cross_entropy(logits, torch.searchsorted(classes, flat_t))
+
+
+@torch.no_grad()
+def centroid_head_(head: nn.Linear, h: torch.Tensor, targets: torch.Tensor) -> int:
+    """Initialise ``head`` as a nearest-class-mean classifier on (P, D) features; returns #classes seen.
+
+    logits_c = h . mu_c - |mu_c|^2 / 2 ranks classes by Euclidean distance to their mean; unseen classes
+    get a large negative bias so they are never predicted before training reaches them.
+    """
+    vocab, dim = head.weight.shape
+    sums = torch.zeros(vocab, dim).index_add_(0, targets, h.float())
+    counts = torch.bincount(targets, minlength=vocab).float()
+    seen = counts > 0
+    means = sums / counts.clamp_min(1).unsqueeze(1)
+    head.weight.copy_(means)
+    head.bias.copy_(torch.where(seen, -0.5 * (means**2).sum(1), torch.full_like(counts, -30.0)))
+    return int(seen.sum())

@@ -1,0 +1,344 @@
+"""Typed run configuration: dataclasses with the papers' values as defaults, YAML presets, dotted overrides.
+
+A preset is a YAML file in ``configs/`` (or any path). It may name ``base: other_preset`` to inherit and
+override. On the command line ``train.lr=1e-4`` style overrides are applied last. Every key is
+validated against the dataclass fields, so a typo fails before any training with the field's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names the field and the fix."""
+
+
+@dataclass
+class EncoderConfig:
+    """Frozen token encoder E_h (COSMOS: BERT-base, last layer; LDLM: GPT-2, layer -3)."""
+
+    name: str = "minilm-l6"  # short name (ldlm.resources), local path or hub id
+    layer: int = -1
+    max_length: int = 64  # L: tokens per text including special tokens
+    stats_texts: int = 2048  # texts used to estimate the per-feature mean/std of h
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "news"  # registry name (rocstories, news, wikipedia, ...) or a local file
+    text_field: str = "text"  # column / JSON field holding the text in local files
+    max_texts: int | None = None  # seeded subset of the dataset (None: all)
+    validation_size: float = 0.1  # fraction (<1) or count (>=1) held out, split by `seed`
+    # Extra texts for the autoencoder stage only (COSMOS trains its autoencoder on Wikipedia and the
+    # diffusion model on ROCStories): registry names or paths, each optionally capped by extra_max_texts.
+    autoencoder_extra: list[str] = field(default_factory=list)
+    extra_max_texts: int | None = None
+    cache_features: bool = True  # cache frozen-encoder features on disk (h is deterministic)
+    seed: int = 0
+
+
+@dataclass
+class AutoencoderConfig:
+    """Perceiver compressor (L -> N) / decompressor (N -> L) and token head, COSMOS Sec. 4."""
+
+    num_latents: int = 16  # N
+    width: int = 768  # d of the Perceiver blocks
+    latent_dim: int | None = None  # channels of z (None: width; COSMOS keeps the encoder's width)
+    encoder_blocks: int = 12
+    decoder_blocks: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    # Engineering beyond the paper (0 = off): learnable additive attention bias initialised with a
+    # locality prior (latent i <-> its contiguous chunk of positions). Makes small CPU models train.
+    locality_bias: float = 0.0
+    # Losses: CE(w, w_hat) + MSE(h, h_hat) [+ kl_weight * KL for the VAE variant, Appendix D.1]
+    ce_weight: float = 1.0
+    mse_weight: float = 1.0
+    kl_weight: float = 0.0  # beta; > 0 turns on the variational encoder (paper: 0.01 best, >= 0.1 hurts)
+    # Activation perturbations, one per batch with equal probability (Sec. 4.2.2)
+    mask_prob: float = 0.3  # (a) share of the L vectors of h set to zero
+    noise_delta: float = 0.7  # (b) h' = delta h + sqrt(1 - delta^2) eps
+    latent_dropout: float = 0.4  # zero this share of individual features of z
+    augment_start_step: int = 0  # CPU engineering: switch augmentations on late ...
+    augment_ramp_steps: int = 0  # ... and ramp their strength linearly from 0 to the paper value
+    # Token head D_w (vocabulary = the frozen encoder's tokenizer)
+    head_init: str = "random"  # random | centroid (class means of h: a strong start for a linear head)
+    head_pretrain_steps: int = 0  # steps of CE on the true h before autoencoder training
+    freeze_head_steps: int = 0  # keep the (pre-trained) head fixed for this many steps (-1: always)
+    ce_positions: int = 0  # CE on this many random real positions per batch (0: all)
+    ce_negatives: int = 0  # sampled softmax: batch targets + this many random classes (0: full vocab)
+
+
+@dataclass
+class DiffusionConfig:
+    """Gaussian diffusion in latent space (COSMOS App. C.1; LDLM Sec. 4)."""
+
+    schedule: str = "tan"  # tan: alpha_t = 1 / (1 + d^2 tan^2(pi t / 2))
+    schedule_d: float = 5.0  # d (COSMOS Table 7: ROCStories 5, Wikipedia 3, XSum/SQuAD 7, ParaDetox 9)
+    t_max: float = 0.999  # clip t below 1, where tan blows up
+    denoiser: str = "transformer"
+    layers: int = 12
+    width: int = 768
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    self_condition_prob: float = 0.5
+    timestep_sampler: str = "uniform"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation of one stage (COSMOS Table 7 values as defaults)."""
+
+    steps: int = 200_000
+    batch_size: int = 1024  # global batch
+    grad_accum: int = 1
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    warmup_steps: int = 1000
+    lr_schedule: str = "constant"  # constant | cosine (after warmup)
+    min_lr_ratio: float = 0.1  # cosine floor as a fraction of lr
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    ema_update_after: int = 100
+    eval_every: int = 1000
+    log_every: int = 50
+    save_every: int = 10_000
+    eval_batches: int = 8
+    mixed_precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU | no | bf16 | fp16
+    num_workers: int = 0
+
+
+@dataclass
+class SampleConfig:
+    sampler: str = "euler"  # euler (probability-flow ODE, COSMOS) | euler_maruyama (reverse SDE, LDLM)
+    steps: int = 200
+    num_samples: int = 16
+    batch_size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    recipe: str = "cosmos"
+    seed: int = 0
+    output_dir: str = "runs/{name}"
+    device: str = "auto"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    autoencoder_train: TrainConfig = field(default_factory=TrainConfig)
+    diffusion_train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir.format(name=self.name))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- building from dicts
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert ``value`` (from YAML or the CLI) to the annotated type ``tp``, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple:
+            if len(args) != len(value):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {list(value)!r}")
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys with a suggestion."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in hints or key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown config key {path!r}.{hint} Valid keys here: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def preset_path(name_or_path: str | Path) -> Path:
+    """A preset by name (``configs/NAME.yaml``) or an explicit YAML path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    candidate = CONFIG_DIR / f"{path.stem if path.suffix else name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
+    known = list_presets()
+    close = difflib.get_close_matches(str(name_or_path), known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"config {str(name_or_path)!r} not found.{hint} Presets: {', '.join(known)}")
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if path in seen:
+        raise ConfigError(f"config inheritance cycle through {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is not None:
+        data = _deep_merge(_load_yaml(preset_path(base), (*seen, path)), data)
+    return data
+
+
+def parse_override(item: str) -> dict:
+    """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}`` with the value parsed as YAML (1e-4, true, [..])."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.sub=value (e.g. autoencoder_train.lr=1e-4)")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    if isinstance(value, str) and _looks_numeric(value):
+        value = float(value)
+    out: dict = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Load a preset (or defaults when None), apply dotted overrides, validate, return a RunConfig."""
+    data = _load_yaml(preset_path(name_or_path)) if name_or_path else {}
+    for item in overrides:
+        data = _deep_merge(data, parse_override(item))
+    cfg = from_dict(RunConfig, data)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict) -> RunConfig:
+    cfg = from_dict(RunConfig, data)
+    validate(cfg)
+    return cfg
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-field checks that would otherwise fail deep inside training."""
+    ae, diff, enc = cfg.autoencoder, cfg.diffusion, cfg.encoder
+    _check(cfg.recipe in ("cosmos",), f"recipe={cfg.recipe!r} is unknown: use 'cosmos'")
+    _check(enc.max_length >= 4, f"encoder.max_length={enc.max_length} must be >= 4")
+    _check(1 <= ae.num_latents, f"autoencoder.num_latents={ae.num_latents} must be >= 1")
+    _check(ae.width % ae.heads == 0, f"autoencoder.width={ae.width} must be divisible by heads={ae.heads}")
+    _check(diff.width % diff.heads == 0, f"diffusion.width={diff.width} must be divisible by heads={diff.heads}")
+    _check(0.0 <= ae.mask_prob < 1.0, f"autoencoder.mask_prob={ae.mask_prob} must be in [0, 1)")
+    _check(0.0 < ae.noise_delta <= 1.0, f"autoencoder.noise_delta={ae.noise_delta} must be in (0, 1]")
+    _check(0.0 <= ae.latent_dropout < 1.0, f"autoencoder.latent_dropout={ae.latent_dropout} must be in [0, 1)")
+    _check(ae.kl_weight >= 0, f"autoencoder.kl_weight={ae.kl_weight} must be >= 0")
+    _check(ae.head_init in ("random", "centroid"), f"autoencoder.head_init={ae.head_init!r}: random | centroid")
+    _check(ae.ce_weight > 0 or ae.mse_weight > 0, "autoencoder.ce_weight and mse_weight cannot both be 0")
+    _check(diff.schedule in ("tan", "cosine"), f"diffusion.schedule={diff.schedule!r}: use tan | cosine")
+    _check(diff.schedule_d > 0, f"diffusion.schedule_d={diff.schedule_d} must be > 0")
+    _check(0.5 < diff.t_max < 1.0, f"diffusion.t_max={diff.t_max} must be in (0.5, 1)")
+    _check(0.0 <= diff.self_condition_prob <= 1.0, "diffusion.self_condition_prob must be in [0, 1]")
+    _check(diff.denoiser in ("transformer",), f"diffusion.denoiser={diff.denoiser!r}: use 'transformer'")
+    _check(diff.timestep_sampler in ("uniform",), "diffusion.timestep_sampler: use 'uniform'")
+    _check(cfg.sample.sampler in ("euler", "euler_maruyama"), "sample.sampler: use euler | euler_maruyama")
+    _check(cfg.sample.steps >= 1, f"sample.steps={cfg.sample.steps} must be >= 1")
+    _check(cfg.data.validation_size > 0, "data.validation_size must be > 0 (a fraction < 1 or a count)")
+    for stage in ("autoencoder_train", "diffusion_train"):
+        tc: TrainConfig = getattr(cfg, stage)
+        _check(tc.steps >= 0, f"{stage}.steps={tc.steps} must be >= 0")
+        _check(tc.batch_size >= 1, f"{stage}.batch_size={tc.batch_size} must be >= 1")
+        _check(tc.batch_size % tc.grad_accum == 0, f"{stage}.batch_size must be divisible by grad_accum")
+        _check(tc.lr > 0, f"{stage}.lr={tc.lr} must be > 0")
+        _check(0 <= tc.ema_decay < 1, f"{stage}.ema_decay={tc.ema_decay} must be in [0, 1)")
+        _check(tc.lr_schedule in ("constant", "cosine"), f"{stage}.lr_schedule: use constant | cosine")
+        _check(tc.mixed_precision in ("auto", "no", "bf16", "fp16"), f"{stage}.mixed_precision: auto|no|bf16|fp16")

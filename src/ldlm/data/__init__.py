@@ -1,0 +1,39 @@
+"""Text data for the recipes: a dataset registry, tokenising/packing, and the frozen-feature cache."""
+
+from ldlm.data.features import (
+    FeatureCacheError,
+    FeatureDataset,
+    FeatureSet,
+    TokenDataset,
+    build_features,
+    cache_key,
+)
+from ldlm.data.registry import (
+    DatasetError,
+    find_data_dir,
+    list_datasets,
+    load_texts,
+    split_sentences,
+    split_texts,
+    subset_texts,
+)
+from ldlm.data.tokenize import TokenizedTexts, pack_texts, tokenize_texts
+
+__all__ = [
+    "DatasetError",
+    "FeatureCacheError",
+    "FeatureDataset",
+    "FeatureSet",
+    "TokenDataset",
+    "TokenizedTexts",
+    "build_features",
+    "cache_key",
+    "find_data_dir",
+    "list_datasets",
+    "load_texts",
+    "pack_texts",
+    "split_sentences",
+    "split_texts",
+    "subset_texts",
+    "tokenize_texts",
+]

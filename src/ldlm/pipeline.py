@@ -1,0 +1,181 @@
+"""``LatentDiffusionLM``: the trained system as one object - encode text, decode latents, generate text.
+
+A saved model is a directory with ``config.json`` (the full run config) and ``model.safetensors`` (every
+trained tensor plus the feature/latent statistics). The frozen encoder's pretrained weights are not
+copied: they are loaded by the name in the config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ldlm.autoencoder import TextAutoencoder
+from ldlm.config import ConfigError, RunConfig, config_from_dict
+from ldlm.diffusion import build_denoiser, build_schedule, sample_latents
+from ldlm.encoders import FrozenEncoder
+from ldlm.io import WeightFileError, atomic_directory, atomic_write_json, load_safetensors, save_safetensors
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+class LatentDiffusionLM(nn.Module):
+    """Frozen encoder E_h + autoencoder (E_z, D_h, D_w) + latent denoiser, with normalisation statistics."""
+
+    def __init__(self, cfg: RunConfig, encoder: FrozenEncoder | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = encoder or FrozenEncoder(cfg.encoder.name, cfg.encoder.layer)
+        self.max_length = cfg.encoder.max_length
+        self.autoencoder = TextAutoencoder(
+            cfg.autoencoder,
+            hidden_size=self.encoder.hidden_size,
+            max_length=self.max_length,
+            vocab_size=self.encoder.vocab_size,
+        )
+        n, d = cfg.autoencoder.num_latents, self.autoencoder.latent_dim
+        self.denoiser = build_denoiser(cfg.diffusion, latent_dim=d, num_latents=n)
+        self.schedule = build_schedule(cfg.diffusion.schedule, cfg.diffusion.schedule_d, cfg.diffusion.t_max)
+        # COSMOS: diffusion runs on per-(position, feature) standardised latents (z - mu) / sigma.
+        self.register_buffer("latent_mean", torch.zeros(n, d))
+        self.register_buffer("latent_std", torch.ones(n, d))
+
+    @property
+    def device(self) -> torch.device:
+        return self.latent_mean.device
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        return tuple(self.latent_mean.shape)
+
+    # ------------------------------------------------------------------ save / load
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything except the frozen encoder's pretrained weights (kept by name in the config)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.model.")}
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into ``path`` atomically (temp dir, then rename)."""
+        path = Path(path)
+        with atomic_directory(path) as tmp:
+            atomic_write_json(tmp / CONFIG_NAME, self.cfg.to_dict())
+            save_safetensors(self.trained_state_dict(), tmp / WEIGHTS_NAME)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> LatentDiffusionLM:
+        """Load a directory written by :meth:`save_pretrained` (or a run directory holding ``model/``)."""
+        path = Path(path)
+        if (path / "model" / CONFIG_NAME).exists():
+            path = path / "model"
+        if not (path / CONFIG_NAME).exists():
+            raise WeightFileError(
+                f"{path} holds no trained model ({CONFIG_NAME} missing): pass a directory written by "
+                "save_pretrained or a finished `ldlm train` run directory"
+            )
+        weights = path / WEIGHTS_NAME
+        if not weights.exists():
+            others = sorted(p.name for p in path.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+            hint = f" (found {', '.join(others)}: ldlm never unpickles weight files)" if others else ""
+            raise WeightFileError(f"{path} has no {WEIGHTS_NAME}{hint}")
+        try:
+            cfg = config_from_dict(json.loads((path / CONFIG_NAME).read_text()))
+        except (json.JSONDecodeError, ConfigError) as err:
+            raise WeightFileError(f"{path / CONFIG_NAME} is not a valid ldlm config: {err}") from err
+        model = cls(cfg)
+        state = load_safetensors(weights)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("encoder.model.")]
+        if missing or unexpected:
+            raise WeightFileError(f"{weights} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        return model.to(device).eval()
+
+    # ------------------------------------------------------------------ text <-> latents
+
+    def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """texts -> input_ids, attention_mask: (B, L) padded/truncated to max_length."""
+        if not texts:
+            raise ValueError("no texts given")
+        enc = self.encoder.tokenizer(
+            list(texts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Normalised frozen-encoder features h: (B, L, D), zero at padding."""
+        h = self.encoder.normalize(self.encoder(input_ids, attention_mask))
+        return h * attention_mask.unsqueeze(-1)
+
+    def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.latent_mean) / self.latent_std
+
+    def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.latent_std + self.latent_mean
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """texts -> normalised latents (B, N, d), the space the diffusion model works in."""
+        ids, mask = self.tokenize(texts)
+        return self.normalize_latents(self.autoencoder.encode(self.features(ids, mask), mask))
+
+    @torch.inference_mode()
+    def decode_ids(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (B, N, d) -> argmax token ids (B, L)."""
+        return self.autoencoder.decode_tokens(self.denormalize_latents(latents), self.max_length)
+
+    def ids_to_texts(self, ids: torch.Tensor) -> list[str]:
+        """Cut each row at its first end token (SEP/EOS) or padding, drop specials, detokenise cleanly."""
+        tok = self.encoder.tokenizer
+        stops = {i for i in (tok.sep_token_id, tok.eos_token_id, tok.pad_token_id) if i is not None}
+        starts = {i for i in (tok.cls_token_id, tok.bos_token_id) if i is not None}
+        texts = []
+        for row in ids.tolist():
+            if row and row[0] in starts:
+                row = row[1:]
+            cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+            text = tok.decode(row[:cut], skip_special_tokens=True, clean_up_tokenization_spaces=True)
+            texts.append(" ".join(text.split()))
+        return texts
+
+    def decode(self, latents: torch.Tensor) -> list[str]:
+        """Normalised latents (B, N, d) -> texts."""
+        return self.ids_to_texts(self.decode_ids(latents))
+
+    @torch.inference_mode()
+    def generate_latents(
+        self,
+        num_samples: int,
+        *,
+        steps: int | None = None,
+        sampler: str | None = None,
+        seed: int | None = None,
+        batch_size: int | None = None,
+    ) -> torch.Tensor:
+        """Sample normalised latents (num_samples, N, d) with the configured (or given) sampler."""
+        sc = self.cfg.sample
+        steps, sampler = steps or sc.steps, sampler or sc.sampler
+        batch_size = batch_size or sc.batch_size
+        generator = torch.Generator().manual_seed(sc.seed if seed is None else seed)
+        self.eval()
+        out = []
+        for start in range(0, num_samples, batch_size):
+            b = min(batch_size, num_samples - start)
+            out.append(
+                sample_latents(
+                    self.denoiser, self.schedule, (b, *self.latent_shape),
+                    steps=steps, sampler=sampler, generator=generator, device=self.device,
+                )
+            )
+        return torch.cat(out)
+
+    def generate(self, num_samples: int = 8, *, steps: int | None = None, sampler: str | None = None,
+                 seed: int | None = None, batch_size: int | None = None) -> list[str]:
+        """Sample ``num_samples`` texts; same seed, same texts."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples={num_samples} must be >= 1")
+        latents = self.generate_latents(num_samples, steps=steps, sampler=sampler, seed=seed, batch_size=batch_size)
+        return self.decode(latents)
