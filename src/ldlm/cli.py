@@ -1,10 +1,11 @@
-"""``ldlm`` command line: train | sample | quickstart | configs.
+"""``ldlm`` command line: train | sample | quickstart | report | configs.
 
-    ldlm train CONFIG [key.sub=value ...]     train a preset (configs/) or a YAML file, e.g.
-                                              ldlm train quickstart autoencoder_train.steps=500
-    ldlm sample RUN_DIR [-n 16] [--steps 200] [--seed 0] [--out samples.txt]
-    ldlm quickstart [--out results/quickstart.json]
-    ldlm configs                              list the presets
+ldlm train CONFIG [key.sub=value ...]     train a preset (configs/) or a YAML file, e.g.
+                                          ldlm train quickstart autoencoder_train.steps=500
+ldlm sample RUN_DIR [-n 16] [--steps 200] [--seed 0] [--out samples.txt]
+ldlm quickstart [--out results/quickstart.json]
+ldlm report RUN_DIR --out results/NAME.json  judge samples vs an untrained twin, plot learning curves
+ldlm configs                              list the presets
 """
 
 from __future__ import annotations
@@ -50,6 +51,14 @@ def _cmd_quickstart(args: argparse.Namespace) -> None:
     run_quickstart(config=args.config, overrides=args.overrides, out=Path(args.out), progress=not args.quiet)
 
 
+def _cmd_report(args: argparse.Namespace) -> None:
+    from ldlm.pipeline import LatentDiffusionLM
+    from ldlm.quickstart import report_run
+
+    model = LatentDiffusionLM.from_pretrained(args.run_dir, device=args.device)
+    report_run(model, Path(args.out), config=model.cfg.name, num_samples=args.num_samples)
+
+
 def _cmd_configs(args: argparse.Namespace) -> None:
     from ldlm.config import CONFIG_DIR, list_presets
 
@@ -85,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_quickstart)
 
+    p = sub.add_parser("report", help="judge a trained run against its untrained twin; write JSON + curves")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="JSON file to write (a _curves.png is written beside it)")
+    p.add_argument("-n", "--num-samples", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_report)
+
     p = sub.add_parser("configs", help="list the presets")
     p.set_defaults(func=_cmd_configs)
     return parser
@@ -95,13 +111,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from ldlm.config import ConfigError
-    from ldlm.data.registry import DatasetError
+    from ldlm.data import DatasetError, FeatureCacheError
+    from ldlm.encoders import EncoderError
     from ldlm.io import WeightFileError
     from ldlm.resources import ModelNotFoundError
 
     try:
         args.func(args)
-    except (CLIError, ConfigError, DatasetError, WeightFileError, ModelNotFoundError, FileNotFoundError) as err:
+    except (
+        CLIError,
+        ConfigError,
+        DatasetError,
+        EncoderError,
+        FeatureCacheError,
+        WeightFileError,
+        ModelNotFoundError,
+        FileNotFoundError,
+        ValueError,
+    ) as err:
         print(f"ldlm {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

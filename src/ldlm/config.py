@@ -123,7 +123,7 @@ class TrainConfig:
 
 @dataclass
 class SampleConfig:
-    sampler: str = "euler"  # euler (probability-flow ODE, COSMOS) | euler_maruyama (reverse SDE, LDLM)
+    sampler: str = "euler"  # euler (probability-flow ODE, COSMOS) | euler_maruyama (reverse SDE, LDLM) | ddim
     steps: int = 200
     num_samples: int = 16
     batch_size: int = 64
@@ -136,7 +136,6 @@ class RunConfig:
     recipe: str = "cosmos"
     seed: int = 0
     output_dir: str = "runs/{name}"
-    device: str = "auto"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     data: DataConfig = field(default_factory=DataConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
@@ -183,7 +182,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if origin is tuple:
             if len(args) != len(value):
                 raise ConfigError(f"{where}: expected {len(args)} values, got {list(value)!r}")
-            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=False)))
         return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
@@ -202,6 +201,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, int | float) and not isinstance(value, bool):  # `name=2024` on the CLI
+            return str(value)
         raise ConfigError(f"{where}: expected a string, got {value!r}")
     return value
 
@@ -330,7 +331,10 @@ def validate(cfg: RunConfig) -> None:
     _check(0.0 <= diff.self_condition_prob <= 1.0, "diffusion.self_condition_prob must be in [0, 1]")
     _check(diff.denoiser in ("transformer",), f"diffusion.denoiser={diff.denoiser!r}: use 'transformer'")
     _check(diff.timestep_sampler in ("uniform",), "diffusion.timestep_sampler: use 'uniform'")
-    _check(cfg.sample.sampler in ("euler", "euler_maruyama"), "sample.sampler: use euler | euler_maruyama")
+    _check(
+        cfg.sample.sampler in ("euler", "euler_maruyama", "ddim"),
+        f"sample.sampler={cfg.sample.sampler!r}: use euler | euler_maruyama | ddim",
+    )
     _check(cfg.sample.steps >= 1, f"sample.steps={cfg.sample.steps} must be >= 1")
     _check(cfg.data.validation_size > 0, "data.validation_size must be > 0 (a fraction < 1 or a count)")
     for stage in ("autoencoder_train", "diffusion_train"):
@@ -341,4 +345,7 @@ def validate(cfg: RunConfig) -> None:
         _check(tc.lr > 0, f"{stage}.lr={tc.lr} must be > 0")
         _check(0 <= tc.ema_decay < 1, f"{stage}.ema_decay={tc.ema_decay} must be in [0, 1)")
         _check(tc.lr_schedule in ("constant", "cosine"), f"{stage}.lr_schedule: use constant | cosine")
-        _check(tc.mixed_precision in ("auto", "no", "bf16", "fp16"), f"{stage}.mixed_precision: auto|no|bf16|fp16")
+        _check(
+            tc.mixed_precision in ("auto", "no", "bf16", "fp16"),
+            f"{stage}.mixed_precision: auto|no|bf16|fp16",
+        )

@@ -15,9 +15,8 @@ from torch import nn
 def locality_prior(num_queries: int, num_inputs: int, strength: float) -> torch.Tensor:
     """(Q, K) additive bias: ``strength`` where query q and input k cover the same stretch of the text.
 
-    Query q covers the fraction [q/Q, (q+1)/Q) of the sequence and input k the point (k + 0.5)/K, so for
-    Q < K each query sees its contiguous chunk of inputs, and for Q > K each query sees the input that
-    covers its position (output position p -> latent p*N/L).
+    For Q <= K, query q sees the inputs k with floor(k Q / K) = q (its contiguous chunk); for Q > K,
+    query q sees the input floor(q K / Q) that covers its position (output position p -> latent p*N/L).
     """
     q = torch.arange(num_queries).unsqueeze(1)
     k = torch.arange(num_inputs).unsqueeze(0)
@@ -101,7 +100,11 @@ class PerceiverResampler(nn.Module):
         self.proj_out = nn.Linear(width, out_dim)
         if locality_bias:
             prior = torch.cat(
-                [torch.zeros(num_queries, num_queries), locality_prior(num_queries, max_inputs, locality_bias)], 1
+                [
+                    torch.zeros(num_queries, num_queries),
+                    locality_prior(num_queries, max_inputs, locality_bias),
+                ],
+                1,
             )
             self.bias = nn.Parameter(prior.unsqueeze(0).repeat(blocks, 1, 1))  # (blocks, Q, Q + K_max)
         else:

@@ -88,10 +88,15 @@ class LatentDiffusionLM(nn.Module):
             raise WeightFileError(f"{path / CONFIG_NAME} is not a valid ldlm config: {err}") from err
         model = cls(cfg)
         state = load_safetensors(weights)
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shape mismatches
+            raise WeightFileError(f"{weights} does not match {path / CONFIG_NAME}: {err}") from err
         missing = [k for k in missing if not k.startswith("encoder.model.")]
         if missing or unexpected:
-            raise WeightFileError(f"{weights} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise WeightFileError(
+                f"{weights} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
         return model.to(device).eval()
 
     # ------------------------------------------------------------------ text <-> latents
@@ -101,7 +106,11 @@ class LatentDiffusionLM(nn.Module):
         if not texts:
             raise ValueError("no texts given")
         enc = self.encoder.tokenizer(
-            list(texts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
         )
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
@@ -157,7 +166,8 @@ class LatentDiffusionLM(nn.Module):
     ) -> torch.Tensor:
         """Sample normalised latents (num_samples, N, d) with the configured (or given) sampler."""
         sc = self.cfg.sample
-        steps, sampler = steps or sc.steps, sampler or sc.sampler
+        steps = sc.steps if steps is None else steps
+        sampler = sampler or sc.sampler
         batch_size = batch_size or sc.batch_size
         generator = torch.Generator().manual_seed(sc.seed if seed is None else seed)
         self.eval()
@@ -166,14 +176,26 @@ class LatentDiffusionLM(nn.Module):
             b = min(batch_size, num_samples - start)
             out.append(
                 sample_latents(
-                    self.denoiser, self.schedule, (b, *self.latent_shape),
-                    steps=steps, sampler=sampler, generator=generator, device=self.device,
+                    self.denoiser,
+                    self.schedule,
+                    (b, *self.latent_shape),
+                    steps=steps,
+                    sampler=sampler,
+                    generator=generator,
+                    device=self.device,
                 )
             )
         return torch.cat(out)
 
-    def generate(self, num_samples: int = 8, *, steps: int | None = None, sampler: str | None = None,
-                 seed: int | None = None, batch_size: int | None = None) -> list[str]:
+    def generate(
+        self,
+        num_samples: int = 8,
+        *,
+        steps: int | None = None,
+        sampler: str | None = None,
+        seed: int | None = None,
+        batch_size: int | None = None,
+    ) -> list[str]:
         """Sample ``num_samples`` texts; same seed, same texts."""
         if num_samples < 1:
             raise ValueError(f"num_samples={num_samples} must be >= 1")

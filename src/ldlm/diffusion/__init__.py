@@ -5,4 +5,11 @@ from ldlm.diffusion.samplers import SAMPLERS, sample_latents
 from ldlm.diffusion.schedule import build_schedule
 from ldlm.diffusion.timesteps import build_timestep_sampler
 
-__all__ = ["SAMPLERS", "build_denoiser", "build_schedule", "build_timestep_sampler", "diffusion_loss", "sample_latents"]
+__all__ = [
+    "SAMPLERS",
+    "build_denoiser",
+    "build_schedule",
+    "build_timestep_sampler",
+    "diffusion_loss",
+    "sample_latents",
+]

@@ -131,8 +131,14 @@ class AutoencoderTask(nn.Module):
         m = mask.unsqueeze(-1).float()
         mse = ((h_hat - h) ** 2 * m).sum() / (m.sum() * h.shape[-1])
         ce = token_cross_entropy(
-            ae.head, h_hat, ids, mask, positions=cfg.ce_positions, negatives=cfg.ce_negatives,
-            generator=self.generator, detach_head=cfg.freeze_head_steps < 0 or step < cfg.freeze_head_steps,
+            ae.head,
+            h_hat,
+            ids,
+            mask,
+            positions=cfg.ce_positions,
+            negatives=cfg.ce_negatives,
+            generator=self.generator,
+            detach_head=cfg.freeze_head_steps < 0 or step < cfg.freeze_head_steps,
         )
         loss = cfg.ce_weight * ce + cfg.mse_weight * mse
         metrics = {"loss": loss.item(), "ce": ce.item(), "mse": mse.item(), "aug": strength}
@@ -145,8 +151,12 @@ class AutoencoderTask(nn.Module):
 
 @torch.no_grad()
 def reconstruction_accuracy(
-    model: LatentDiffusionLM, source: FeatureSource, *, autoencoder: nn.Module | None = None,
-    max_texts: int = 512, batch_size: int = 64,
+    model: LatentDiffusionLM,
+    source: FeatureSource,
+    *,
+    autoencoder: nn.Module | None = None,
+    max_texts: int = 512,
+    batch_size: int = 64,
 ) -> dict[str, float]:
     """Held-out token accuracy (full-vocabulary argmax over real positions) and MSE(h, h_hat), clean input."""
     ae = autoencoder or model.autoencoder
@@ -177,25 +187,49 @@ class HeadTask(nn.Module):
     def forward(self, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
         ids, mask, h = self.features(batch, self.head.weight.device)
         ce = token_cross_entropy(
-            self.head, h, ids, mask, positions=self.cfg.ce_positions, negatives=self.cfg.ce_negatives,
+            self.head,
+            h,
+            ids,
+            mask,
+            positions=self.cfg.ce_positions,
+            negatives=self.cfg.ce_negatives,
             generator=self.generator,
         )
         return ce, {"loss": ce.item()}
 
 
-def prepare_head(model: LatentDiffusionLM, source: FeatureSource, cfg: RunConfig, run_dir: Path, progress: bool) -> None:
+@torch.no_grad()
+def head_accuracy(model: LatentDiffusionLM, source: FeatureSource, max_texts: int = 512) -> float:
+    """Token accuracy of the head D_w on the *true* features h: the ceiling a perfect D_h could reach."""
+    head = model.autoencoder.head
+    ids, mask, h = normalized_features(
+        model, source.batch(torch.arange(min(len(source), max_texts))), head.weight.device
+    )
+    real = mask.bool()
+    return (head(h[real]).argmax(-1) == ids[real]).float().mean().item()
+
+
+def prepare_head(
+    model: LatentDiffusionLM, source: FeatureSource, cfg: RunConfig, run_dir: Path, progress: bool
+) -> None:
     """Centroid initialisation and/or pre-training of the token head on the true features."""
     ac = cfg.autoencoder
     head = model.autoencoder.head
     if ac.head_init == "centroid":
-        n = min(len(source), 4096)
+        n = min(len(source), 8192)
         ids, mask, h = normalized_features(model, source.batch(torch.arange(n)), torch.device("cpu"))
         seen = centroid_head_(head, h[mask.bool()], ids[mask.bool()])
         log.info("token head initialised from class centroids (%d classes seen)", seen)
     if ac.head_pretrain_steps:
         tc = dataclasses.replace(
-            cfg.autoencoder_train, steps=ac.head_pretrain_steps, warmup_steps=0, ema_decay=0.0,
-            eval_every=10**9, save_every=0, log_every=min(50, ac.head_pretrain_steps),
+            cfg.autoencoder_train,
+            steps=ac.head_pretrain_steps,
+            warmup_steps=0,
+            lr_schedule="constant",
+            ema_decay=0.0,
+            eval_every=10**9,
+            save_every=0,
+            log_every=min(50, ac.head_pretrain_steps),
         )
         trainer = Trainer(HeadTask(model, cfg.seed), tc, log_dir=run_dir / "head", name="head", progress=progress)
         trainer.fit(source.batches(tc.batch_size // tc.grad_accum, cfg.seed))
@@ -213,9 +247,16 @@ def train_autoencoder(
     model.encoder.fit_stats(stats_batches)
     prep_start = time.perf_counter()
     prepare_head(model, train, cfg, run_dir, progress)
+    head_acc = head_accuracy(model, valid)
+    log.info("token head accuracy on the true held-out features: %.4f", head_acc)
     tc = cfg.autoencoder_train
-    trainer = Trainer(AutoencoderTask(model, cfg.seed), tc, log_dir=run_dir / "autoencoder", name="autoencoder",
-                      progress=progress)
+    trainer = Trainer(
+        AutoencoderTask(model, cfg.seed),
+        tc,
+        log_dir=run_dir / "autoencoder",
+        name="autoencoder",
+        progress=progress,
+    )
     model.to(trainer.device)
     eval_fn = lambda task: reconstruction_accuracy(model, valid, autoencoder=task.autoencoder, max_texts=256)
     trainer.fit(train.batches(tc.batch_size // tc.grad_accum, cfg.seed), eval_fn)
@@ -224,6 +265,7 @@ def train_autoencoder(
     return {
         "heldout_token_accuracy": metrics["acc"],
         "heldout_mse": metrics["mse"],
+        "heldout_head_accuracy_true_h_before_autoencoder": head_acc,
         "autoencoder_texts": len(train),
         "autoencoder_minutes": (time.perf_counter() - start) / 60,
         "feature_minutes": (prep_start - start) / 60,
@@ -234,13 +276,17 @@ def train_autoencoder(
 
 
 @torch.no_grad()
-def encode_latents(model: LatentDiffusionLM, texts: list[str], batch_size: int = 128, cache: bool = True) -> torch.Tensor:
+def encode_latents(
+    model: LatentDiffusionLM, texts: list[str], batch_size: int = 128, cache: bool = True
+) -> torch.Tensor:
     """Raw (unnormalised) latents z: (n, N, d) of ``texts`` with the frozen autoencoder, no augmentation."""
     source = FeatureSource(model, texts, cache)
     device = model.device
     out = []
     for start in range(0, len(source), batch_size):
-        _, mask, h = normalized_features(model, source.batch(torch.arange(start, min(len(source), start + batch_size))), device)
+        _, mask, h = normalized_features(
+            model, source.batch(torch.arange(start, min(len(source), start + batch_size))), device
+        )
         out.append(model.autoencoder.encode(h, mask).cpu())
     return torch.cat(out)
 
@@ -267,7 +313,12 @@ class DiffusionTask(nn.Module):
         z0 = batch["z"].to(self.denoiser.pos.device)
         t = self.timesteps.sample(z0.shape[0], self.generator).to(z0.device)
         per_sample = diffusion_loss(
-            self.denoiser, self.schedule, z0, t, self_condition_prob=self.self_condition_prob, generator=self.generator
+            self.denoiser,
+            self.schedule,
+            z0,
+            t,
+            self_condition_prob=self.self_condition_prob,
+            generator=self.generator,
         )
         self.timesteps.update(t.detach(), per_sample.detach())
         return per_sample.mean(), {"loss": per_sample.mean().item()}
@@ -286,7 +337,9 @@ def validation_diffusion_loss(denoiser: nn.Module, schedule, z0: torch.Tensor, n
     return {"loss": torch.stack(losses).mean().item()}
 
 
-def train_diffusion(model: LatentDiffusionLM, data: CosmosData, cfg: RunConfig, run_dir: Path, progress: bool = True) -> dict:
+def train_diffusion(
+    model: LatentDiffusionLM, data: CosmosData, cfg: RunConfig, run_dir: Path, progress: bool = True
+) -> dict:
     """Stage 2 on the frozen autoencoder's standardised latents of the training texts."""
     start = time.perf_counter()
     model.eval()
@@ -296,7 +349,9 @@ def train_diffusion(model: LatentDiffusionLM, data: CosmosData, cfg: RunConfig, 
     z_train = model.normalize_latents(z_train.to(model.device)).cpu()
     z_valid = model.normalize_latents(z_valid.to(model.device)).cpu()[:512]
     tc: TrainConfig = cfg.diffusion_train
-    trainer = Trainer(DiffusionTask(model, cfg.seed), tc, log_dir=run_dir / "diffusion", name="diffusion", progress=progress)
+    trainer = Trainer(
+        DiffusionTask(model, cfg.seed), tc, log_dir=run_dir / "diffusion", name="diffusion", progress=progress
+    )
     eval_fn = lambda task: validation_diffusion_loss(task.denoiser, model.schedule, z_valid)
     batches = infinite_batches(len(z_train), tc.batch_size // tc.grad_accum, lambda idx: {"z": z_train[idx]}, cfg.seed)
     trainer.fit(batches, eval_fn)
