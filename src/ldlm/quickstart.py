@@ -108,8 +108,9 @@ def report_run(
         "run_dir": str(cfg.run_dir),
         "curves_png": str(curves),
     }
-    if started is not None:
-        result = {"wall_minutes": (time.perf_counter() - started) / 60, **result}
+    # wall time of the whole command when it trained here; otherwise the run's own training wall time
+    wall = (time.perf_counter() - started) / 60 if started is not None else summary["train_minutes"]
+    result = {"wall_minutes": wall, **result}
     atomic_write_json(out, result)
     print(f"\n{len(judged['samples'])} samples from {cfg.run_dir / 'model'}:")
     for i, text in enumerate(judged["samples"]):

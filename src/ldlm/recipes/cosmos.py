@@ -370,6 +370,7 @@ def train_cosmos(cfg: RunConfig, *, progress: bool = True, model: LatentDiffusio
     """Train both stages, save the model to ``run_dir/model`` and ``run_dir/summary.json``; return (model, summary)."""
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", cfg.to_dict())  # the resolved config, for reproduction
     torch.manual_seed(cfg.seed)
     data = load_cosmos_data(cfg)
     if not data.train:
