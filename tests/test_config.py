@@ -166,7 +166,7 @@ def test_wrong_type_names_the_field(override, field):
         ("diffusion_train.lr=0", ["diffusion_train.lr"]),
         ("diffusion_train.grad_accum=3", ["diffusion_train.batch_size", "grad_accum"]),
         ("autoencoder.head_init=zeros", ["autoencoder.head_init"]),
-        ("recipe=ldlm", ["recipe"]),
+        ("recipe=plaid", ["recipe"]),
     ],
 )
 def test_validation_errors_name_the_field(override, words):

@@ -15,10 +15,18 @@ from torch import nn
 
 from ldlm.config import AutoencoderConfig
 from ldlm.perceiver import PerceiverResampler
+from ldlm.transformer import SelfAttentionResampler, TransformerBlock, key_padding_bias
+
+# latent encoder / decoder architectures by ``autoencoder.latent_encoder`` (LDLM App. B.4)
+RESAMPLERS = {"perceiver": PerceiverResampler, "self_attention": SelfAttentionResampler}
 
 
 class TextAutoencoder(nn.Module):
-    """h: (B, L, D) normalised encoder features <-> z: (B, N, d) latents; head: (B, L, D) -> (B, L, V)."""
+    """h: (B, L, D) normalised encoder features <-> z: (B, N, d) latents; token decoder D_w: (B, L, D) -> (B, L, V).
+
+    D_w is ``autoencoder.token_decoder_layers`` transformer blocks (``token_blocks``; none for COSMOS) and the linear
+    ``head``.
+    """
 
     def __init__(self, cfg: AutoencoderConfig, *, hidden_size: int, max_length: int, vocab_size: int):
         super().__init__()
@@ -26,7 +34,8 @@ class TextAutoencoder(nn.Module):
         self.latent_dim = cfg.latent_dim or cfg.width
         self.variational = cfg.kl_weight > 0
         common = dict(width=cfg.width, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, locality_bias=cfg.locality_bias)
-        self.compressor = PerceiverResampler(
+        resampler = RESAMPLERS[cfg.latent_encoder]
+        self.compressor = resampler(
             num_queries=cfg.num_latents,
             max_inputs=max_length,
             in_dim=hidden_size,
@@ -34,7 +43,7 @@ class TextAutoencoder(nn.Module):
             blocks=cfg.encoder_blocks,
             **common,
         )
-        self.decompressor = PerceiverResampler(
+        self.decompressor = resampler(
             num_queries=max_length,
             max_inputs=cfg.num_latents,
             in_dim=self.latent_dim,
@@ -42,7 +51,16 @@ class TextAutoencoder(nn.Module):
             blocks=cfg.decoder_blocks,
             **common,
         )
-        self.head = nn.Linear(hidden_size, vocab_size)
+        self.hidden_size, self.vocab_size = hidden_size, vocab_size
+        self.new_token_decoder()
+
+    def new_token_decoder(self) -> None:
+        """(Re)build D_w with fresh weights: ``token_decoder_layers`` blocks + a linear head (LDLM App. B.2)."""
+        cfg, width = self.cfg, self.hidden_size
+        self.token_blocks = nn.ModuleList(
+            TransformerBlock(width, cfg.token_decoder_heads, cfg.mlp_ratio) for _ in range(cfg.token_decoder_layers)
+        )
+        self.head = nn.Linear(width, self.vocab_size)
 
     # ------------------------------------------------------------------ encoder / decoder
 
@@ -62,9 +80,16 @@ class TextAutoencoder(nn.Module):
         """z: (B, N, d) -> h_hat: (B, length, D) in the normalised feature space."""
         return self.decompressor(z, num_outputs=length)
 
-    def logits(self, h_hat: torch.Tensor) -> torch.Tensor:
-        """(..., D) -> (..., V) token logits."""
-        return self.head(h_hat)
+    def token_features(self, h_hat: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The token decoder's blocks (identity without any): (B, L, D), padding mask (B, L) -> (B, L, D)."""
+        bias = key_padding_bias(mask) if self.token_blocks else None
+        for block in self.token_blocks:
+            h_hat = block(h_hat, bias)
+        return h_hat
+
+    def logits(self, h_hat: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., D) -> (..., V) token logits (with token blocks the input must be (B, L, D))."""
+        return self.head(self.token_features(h_hat, mask))
 
     def decode_tokens(self, z: torch.Tensor, length: int) -> torch.Tensor:
         """z: (B, N, d) -> argmax token ids (B, length)."""
@@ -111,6 +136,16 @@ def latent_dropout(z: torch.Tensor, p: float, generator: torch.Generator) -> tor
         return z
     keep = torch.rand(z.shape, generator=generator).to(z.device) >= p
     return z * keep
+
+
+def decoder_input_noise(z: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """LDLM Eq. 2: the latent decoder's training input z~0 = z0 + sigma_dec eps; z: (B, N, d) -> (B, N, d).
+
+    Training only: sampling decodes the clean generated latent (LDLM Sec. 4.3); callers skip it in eval mode.
+    """
+    if sigma <= 0:
+        return z
+    return z + sigma * torch.randn(z.shape, generator=generator).to(z.device)
 
 
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,9 @@ class DataConfig:
     autoencoder_extra: list[str] = field(default_factory=list)
     extra_max_texts: int | None = None
     cache_features: bool = True  # cache frozen-encoder features on disk (h is deterministic)
+    # MDLM protocol (LDLM App. C): tokenise without special tokens, concatenate with EOS separators and cut
+    # chunks of encoder.max_length tokens, no padding. False: one padded row per text (COSMOS).
+    packing: bool = False
     seed: int = 0
 
 
@@ -78,6 +81,11 @@ class AutoencoderConfig:
     freeze_head_steps: int = 0  # keep the (pre-trained) head fixed for this many steps (-1: always)
     ce_positions: int = 0  # CE on this many random real positions per batch (0: all)
     ce_negatives: int = 0  # sampled softmax: batch targets + this many random classes (0: full vocab)
+    # LDLM additions (defaults keep COSMOS unchanged)
+    latent_encoder: str = "perceiver"  # perceiver (LDLM default) | self_attention (App. B.4: N must equal L)
+    token_decoder_layers: int = 0  # transformer layers of D_w before its linear head (LDLM: 3; App. B.2: 1-6)
+    token_decoder_heads: int = 12  # heads of those layers (must divide the encoder's hidden size)
+    vocab_size: int | None = None  # D_w vocabulary; None: the encoder tokenizer's (anything else is an error)
 
 
 @dataclass
@@ -87,13 +95,31 @@ class DiffusionConfig:
     schedule: str = "tan"  # tan: alpha_t = 1 / (1 + d^2 tan^2(pi t / 2))
     schedule_d: float = 5.0  # d (COSMOS Table 7: ROCStories 5, Wikipedia 3, XSum/SQuAD 7, ParaDetox 9)
     t_max: float = 0.999  # clip t below 1, where tan blows up
-    denoiser: str = "transformer"
+    denoiser: str = "transformer"  # transformer (COSMOS) | dit (adaLN-Zero, LDLM)
     layers: int = 12
     width: int = 768
     heads: int = 12
     mlp_ratio: float = 4.0
     self_condition_prob: float = 0.5
-    timestep_sampler: str = "uniform"
+    timestep_sampler: str = "uniform"  # uniform (COSMOS) | adaptive (LDLM Sec. 5.3)
+    adaptive_bins: int = 100  # equal bins of [0, t_max] for the adaptive sampler
+    adaptive_refresh_every: int = 5000  # recompute the bin probabilities every this many updates
+    adaptive_ema_decay: float = 0.99  # per-sample EMA decay of the loss estimate at each bin edge
+
+
+@dataclass
+class JointConfig:
+    """LDLM joint training (LDLM Sec. 4-5, App. A.2, B.2): L = L_diff + L_h + L_w."""
+
+    sigma_dec: float = 3.0  # decoder-input noise z~0 = z0 + sigma_dec eps, training only (Table 1: 3 best)
+    # Which reconstruction losses shape the latent encoder (Table 1): mse = L_h, with L_w on sg(h_hat) (paper);
+    # ce = L_w without stop-gradient and no L_h; ce+mse = L_h + L_w without stop-gradient.
+    reconstruction: str = "mse"
+    warmup_steps: int = 25_000  # S_wu of the diffusion-to-encoder warmup (App. A.2); 0 = no warmup
+    warmup_k: float = 10.0  # steepness k of the normalised sigmoid
+    warmup_c: float = 0.8  # midpoint c (fraction of S_wu)
+    gamma_min: float = 0.0  # gamma(0) (the paper: "gamma_min ~ 0")
+    skip_token_decoder: bool = False  # no L_w during joint training; D_w is post-trained (App. B.2)
 
 
 @dataclass
@@ -142,6 +168,10 @@ class RunConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     autoencoder_train: TrainConfig = field(default_factory=TrainConfig)
     diffusion_train: TrainConfig = field(default_factory=TrainConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
+    joint_train: TrainConfig = field(default_factory=TrainConfig)  # LDLM: the one joint stage
+    # LDLM: post-training of a fresh token decoder on the frozen system (App. B.2); steps=0: none
+    decoder_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=0))
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     @property
@@ -314,7 +344,7 @@ def _check(ok: bool, message: str) -> None:
 def validate(cfg: RunConfig) -> None:
     """Cross-field checks that would otherwise fail deep inside training."""
     ae, diff, enc = cfg.autoencoder, cfg.diffusion, cfg.encoder
-    _check(cfg.recipe in ("cosmos",), f"recipe={cfg.recipe!r} is unknown: use 'cosmos'")
+    _check(cfg.recipe in ("cosmos", "ldlm"), f"recipe={cfg.recipe!r} is unknown: use 'cosmos' or 'ldlm'")
     _check(enc.max_length >= 4, f"encoder.max_length={enc.max_length} must be >= 4")
     _check(1 <= ae.num_latents, f"autoencoder.num_latents={ae.num_latents} must be >= 1")
     _check(ae.width % ae.heads == 0, f"autoencoder.width={ae.width} must be divisible by heads={ae.heads}")
@@ -329,15 +359,22 @@ def validate(cfg: RunConfig) -> None:
     _check(diff.schedule_d > 0, f"diffusion.schedule_d={diff.schedule_d} must be > 0")
     _check(0.5 < diff.t_max < 1.0, f"diffusion.t_max={diff.t_max} must be in (0.5, 1)")
     _check(0.0 <= diff.self_condition_prob <= 1.0, "diffusion.self_condition_prob must be in [0, 1]")
-    _check(diff.denoiser in ("transformer",), f"diffusion.denoiser={diff.denoiser!r}: use 'transformer'")
-    _check(diff.timestep_sampler in ("uniform",), "diffusion.timestep_sampler: use 'uniform'")
+    _check(diff.denoiser in ("transformer", "dit"), f"diffusion.denoiser={diff.denoiser!r}: use 'transformer' or 'dit'")
+    _check(
+        diff.timestep_sampler in ("uniform", "adaptive"),
+        f"diffusion.timestep_sampler={diff.timestep_sampler!r}: use uniform | adaptive",
+    )
+    _check(diff.adaptive_bins >= 2, f"diffusion.adaptive_bins={diff.adaptive_bins} must be >= 2")
+    _check(diff.adaptive_refresh_every >= 1, "diffusion.adaptive_refresh_every must be >= 1")
+    _check(0.0 <= diff.adaptive_ema_decay < 1.0, "diffusion.adaptive_ema_decay must be in [0, 1)")
     _check(
         cfg.sample.sampler in ("euler", "euler_maruyama", "ddim"),
         f"sample.sampler={cfg.sample.sampler!r}: use euler | euler_maruyama | ddim",
     )
     _check(cfg.sample.steps >= 1, f"sample.steps={cfg.sample.steps} must be >= 1")
     _check(cfg.data.validation_size > 0, "data.validation_size must be > 0 (a fraction < 1 or a count)")
-    for stage in ("autoencoder_train", "diffusion_train"):
+    _validate_ldlm(cfg)
+    for stage in ("autoencoder_train", "diffusion_train", "joint_train", "decoder_train"):
         tc: TrainConfig = getattr(cfg, stage)
         _check(tc.steps >= 0, f"{stage}.steps={tc.steps} must be >= 0")
         _check(tc.batch_size >= 1, f"{stage}.batch_size={tc.batch_size} must be >= 1")
@@ -348,4 +385,49 @@ def validate(cfg: RunConfig) -> None:
         _check(
             tc.mixed_precision in ("auto", "no", "bf16", "fp16"),
             f"{stage}.mixed_precision: auto|no|bf16|fp16",
+        )
+
+
+def _validate_ldlm(cfg: RunConfig) -> None:
+    """LDLM fields: the joint objective's switches and the architecture alternatives (App. B)."""
+    ae, joint = cfg.autoencoder, cfg.joint
+    _check(
+        ae.latent_encoder in ("perceiver", "self_attention"),
+        f"autoencoder.latent_encoder={ae.latent_encoder!r}: use perceiver | self_attention",
+    )
+    if ae.latent_encoder == "self_attention":
+        _check(
+            ae.num_latents == cfg.encoder.max_length,
+            f"autoencoder.latent_encoder='self_attention' keeps one latent per token: autoencoder.num_latents="
+            f"{ae.num_latents} must equal encoder.max_length={cfg.encoder.max_length}",
+        )
+        _check(ae.locality_bias == 0, "autoencoder.locality_bias applies to the Perceiver only: set it to 0")
+    _check(0 <= ae.token_decoder_layers, f"autoencoder.token_decoder_layers={ae.token_decoder_layers} must be >= 0")
+    _check(ae.token_decoder_heads >= 1, f"autoencoder.token_decoder_heads={ae.token_decoder_heads} must be >= 1")
+    _check(ae.vocab_size is None or ae.vocab_size >= 2, f"autoencoder.vocab_size={ae.vocab_size} must be >= 2")
+    _check(joint.sigma_dec >= 0, f"joint.sigma_dec={joint.sigma_dec} must be >= 0 (the decoder-input noise std)")
+    _check(joint.warmup_steps >= 0, f"joint.warmup_steps={joint.warmup_steps} (S_wu) must be >= 0 (0: no warmup)")
+    _check(joint.warmup_k > 0, f"joint.warmup_k={joint.warmup_k} must be > 0")
+    _check(0.0 <= joint.gamma_min <= 1.0, f"joint.gamma_min={joint.gamma_min} must be in [0, 1]")
+    _check(
+        joint.reconstruction in ("mse", "ce", "ce+mse"),
+        f"joint.reconstruction={joint.reconstruction!r}: use mse | ce | ce+mse",
+    )
+    if joint.skip_token_decoder:
+        _check(
+            joint.reconstruction == "mse",
+            f"joint.reconstruction={joint.reconstruction!r} trains the latent encoder through the token decoder's "
+            "cross-entropy, but joint.skip_token_decoder=true drops the token decoder (and its CE) from joint "
+            "training: use joint.reconstruction=mse or joint.skip_token_decoder=false",
+        )
+        if cfg.recipe == "ldlm":
+            _check(
+                cfg.decoder_train.steps > 0,
+                "joint.skip_token_decoder=true leaves the token decoder untrained: set decoder_train.steps > 0 "
+                "to post-train it (App. B.2)",
+            )
+    if cfg.recipe == "ldlm":
+        _check(
+            not cfg.data.autoencoder_extra,
+            "data.autoencoder_extra is COSMOS-only: the LDLM recipe trains every part jointly on data.dataset",
         )

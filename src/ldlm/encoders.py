@@ -19,6 +19,36 @@ class EncoderError(ValueError):
     """A frozen encoder could not be built as configured."""
 
 
+def check_encoder_config(cfg) -> None:
+    """Checks of a :class:`~ldlm.config.RunConfig` that need the encoder's own config and tokenizer (not its
+    weights): layer index in range, token decoder vocabulary = the tokenizer's, token decoder heads | hidden size.
+    Raises :class:`~ldlm.config.ConfigError` naming the fields, before anything is trained."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ldlm.config import ConfigError
+
+    enc, ae = cfg.encoder, cfg.autoencoder
+    path = resolve_model(enc.name)
+    model_cfg = AutoConfig.from_pretrained(path)
+    num_layers, hidden = model_cfg.num_hidden_layers, model_cfg.hidden_size
+    if not -(num_layers + 1) <= enc.layer <= num_layers:
+        raise ConfigError(
+            f"encoder.layer={enc.layer} is out of range for encoder.name={enc.name!r} with {num_layers} layers: "
+            f"use an index in [-{num_layers + 1}, {num_layers}] (e.g. -1 last, -3 third-to-last)"
+        )
+    vocab = len(AutoTokenizer.from_pretrained(path))
+    if ae.vocab_size is not None and ae.vocab_size != vocab:
+        raise ConfigError(
+            f"autoencoder.vocab_size={ae.vocab_size} differs from the {vocab} tokens of encoder.name={enc.name!r}'s "
+            "tokenizer: the token decoder predicts the encoder's tokens (leave autoencoder.vocab_size unset)"
+        )
+    if ae.token_decoder_layers and hidden % ae.token_decoder_heads:
+        raise ConfigError(
+            f"autoencoder.token_decoder_heads={ae.token_decoder_heads} must divide the hidden size {hidden} of "
+            f"encoder.name={enc.name!r} (the token decoder's width)"
+        )
+
+
 class FrozenEncoder(nn.Module):
     """Wraps a pretrained encoder; ``forward`` returns raw hidden states ``h: (B, L, D)`` of one layer.
 

@@ -3,7 +3,8 @@
 A *task* is an ``nn.Module`` whose ``forward(batch, step)`` returns ``(loss, metrics)``; the loop owns
 the rest: device placement, bf16 autocast on GPU (fp32 on CPU), gradient accumulation, AdamW with
 linear warmup then constant/cosine LR, gradient clipping, EMA of the weights (``ema-pytorch``), periodic
-validation, checkpoints, a progress bar, TensorBoard and a ``metrics.jsonl`` log.
+validation, checkpoints (and resuming from them), a progress bar, TensorBoard and a ``metrics.jsonl`` log.
+Buffers of the task (e.g. the adaptive timestep sampler's state) are copied into the EMA model, not averaged.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from ldlm.config import TrainConfig
-from ldlm.io import atomic_write_text, save_safetensors
+from ldlm.io import atomic_write_text, load_safetensors, save_safetensors
 
 
 def mixed_precision_for(setting: str) -> str:
@@ -70,7 +71,14 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tcfg))
         self.task, self.optimizer, self.scheduler = self.accelerator.prepare(task, optimizer, scheduler)
         self.raw_task = task
-        self.ema = EMA(task, beta=tcfg.ema_decay, update_after_step=tcfg.ema_update_after, update_every=1)
+        buffers = {name for name, _ in task.named_buffers()}  # running state (sampler statistics): copy, not average
+        self.ema = EMA(
+            task,
+            beta=tcfg.ema_decay,
+            update_after_step=tcfg.ema_update_after,
+            update_every=1,
+            param_or_buffer_names_no_ema=buffers,
+        )
         self.ema.to(self.accelerator.device)
         self.history: list[dict] = []
 
@@ -93,9 +101,12 @@ class Trainer:
         self,
         batches: Iterator[dict],
         eval_fn: Callable[[nn.Module], dict] | None = None,
+        *,
+        start_step: int = 0,
     ) -> list[dict]:
         """Run the loop; ``batches`` yields micro-batches; ``eval_fn(ema_task)`` returns validation metrics.
 
+        ``start_step`` > 0 continues a run restored by :meth:`load_checkpoint` (its metrics log is appended to).
         At the end the EMA weights are copied into the task, so the caller holds the averaged model.
         """
         from torch.utils.tensorboard import SummaryWriter
@@ -103,9 +114,10 @@ class Trainer:
 
         tcfg, acc = self.tcfg, self.accelerator
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        (self.log_dir / "metrics.jsonl").unlink(missing_ok=True)
+        if not start_step:
+            (self.log_dir / "metrics.jsonl").unlink(missing_ok=True)
         writer = SummaryWriter(str(self.log_dir / "tensorboard")) if acc.is_main_process else None
-        bar = tqdm(range(tcfg.steps), desc=self.name, disable=not self.progress or not acc.is_main_process)
+        bar = tqdm(range(start_step, tcfg.steps), desc=self.name, disable=not self.progress or not acc.is_main_process)
         start = time.perf_counter()
         running: dict[str, float] = {}
         for step in bar:
@@ -160,6 +172,23 @@ class Trainer:
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}, tmp)
         tmp.replace(ckpt / "optimizer.pt")
         atomic_write_text(ckpt / "state.json", json.dumps({"step": step}))
+
+    def load_checkpoint(self, ckpt: str | Path | None = None) -> int:
+        """Restore what :meth:`save_checkpoint` wrote (default ``log_dir/checkpoint``): weights and buffers of the
+        task and its EMA, optimiser and LR scheduler. Returns the step to pass to ``fit(start_step=...)``."""
+        ckpt = Path(ckpt) if ckpt is not None else self.log_dir / "checkpoint"
+        state_file = ckpt / "state.json"
+        if not state_file.is_file():
+            raise FileNotFoundError(f"no checkpoint to resume from: {state_file} is missing")
+        self.accelerator.unwrap_model(self.task).load_state_dict(load_safetensors(ckpt / "model.safetensors"))
+        self.ema.ema_model.load_state_dict(load_safetensors(ckpt / "ema.safetensors"))
+        opt = torch.load(ckpt / "optimizer.pt", map_location=self.device, weights_only=True)  # written by us
+        self.optimizer.load_state_dict(opt["optimizer"])
+        self.scheduler.load_state_dict(opt["scheduler"])
+        step = int(json.loads(state_file.read_text())["step"])
+        self.ema.step.fill_(step)
+        self.ema.initted.fill_(True)
+        return step
 
 
 def infinite_batches(dataset_len: int, batch_size: int, make_batch: Callable, seed: int) -> Iterator[dict]:

@@ -17,7 +17,7 @@ from ldlm.data.registry import (
     split_texts,
     subset_texts,
 )
-from ldlm.data.tokenize import TokenizedTexts, pack_texts, tokenize_texts
+from ldlm.data.tokenize import TokenizedTexts, pack_texts, packed_tokens, tokenize_texts
 
 __all__ = [
     "DatasetError",
@@ -32,6 +32,7 @@ __all__ = [
     "list_datasets",
     "load_texts",
     "pack_texts",
+    "packed_tokens",
     "split_sentences",
     "split_texts",
     "subset_texts",

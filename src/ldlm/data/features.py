@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ldlm.data.tokenize import TokenizedTexts, tokenize_texts
+from ldlm.data.tokenize import TokenizedTexts, packed_tokens, tokenize_texts
 from ldlm.resources import CACHE_DIR
 
 if TYPE_CHECKING:
@@ -60,9 +60,15 @@ class _CorruptEntry(Exception):
 
 
 def cache_key(
-    encoder_name: str, encoder_path: str | os.PathLike, layer: int, max_length: int, texts: Sequence[str]
+    encoder_name: str,
+    encoder_path: str | os.PathLike,
+    layer: int,
+    max_length: int,
+    texts: Sequence[str],
+    *,
+    packing: bool = False,
 ) -> str:
-    """16 hex chars of sha256 over the encoder, layer, max_length and a fingerprint of the texts."""
+    """16 hex chars of sha256 over the encoder, layer, max_length, a fingerprint of the texts (and packing)."""
     text_hash = hashlib.sha256()
     for i, text in enumerate(texts):  # == sha256("\x00".join(texts)) without building the joined string
         if i:
@@ -77,6 +83,8 @@ def cache_key(
         "num_texts": len(texts),
         "texts": text_hash.hexdigest(),
     }
+    if packing:  # only when set, so the keys of padded entries stay as they were
+        payload["packing"] = True
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -257,16 +265,22 @@ def build_features(
     cache_dir: str | os.PathLike | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    packing: bool = False,
 ) -> FeatureSet:
     """Raw frozen-encoder features of ``texts``, read from ``cache_dir`` (default ``CACHE_DIR/features``)
-    when a complete entry exists, else computed in batches and stored there first."""
+    when a complete entry exists, else computed in batches and stored there first.
+
+    ``packing``: rows are the texts packed into chunks of ``max_length`` tokens (MDLM protocol, no padding),
+    not one padded row per text.
+    """
     texts = list(texts)
     if not texts:
         raise ValueError("build_features got no texts")
     cache_dir = Path(cache_dir) if cache_dir is not None else CACHE_DIR / "features"
-    key = cache_key(encoder.name, encoder.path, encoder.layer, max_length, texts)
+    key = cache_key(encoder.name, encoder.path, encoder.layer, max_length, texts, packing=packing)
     final = cache_dir / key
-    shape_args = (key, len(texts), max_length, encoder.hidden_size)
+    tokens = packed_tokens(encoder.tokenizer, texts, max_length) if packing else None
+    shape_args = (key, len(tokens) if packing else len(texts), max_length, encoder.hidden_size)
     if final.exists():
         try:
             fs = _open_entry(final, *shape_args)
@@ -278,7 +292,7 @@ def build_features(
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     _clean_stale(cache_dir)
-    tokens = tokenize_texts(encoder.tokenizer, texts, max_length)
+    tokens = tokens if packing else tokenize_texts(encoder.tokenizer, texts, max_length)
     tmp = cache_dir / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TokenizedTexts", "pack_texts", "tokenize_texts"]
+__all__ = ["TokenizedTexts", "pack_texts", "packed_tokens", "tokenize_texts"]
 
 _BATCH = 4096  # texts per tokenizer call (bounds peak memory on large corpora)
 
@@ -96,3 +96,9 @@ def pack_texts(tokenizer, texts: Sequence[str], chunk_length: int) -> torch.Tens
             "use more texts or a shorter chunk_length"
         )
     return torch.tensor(stream[: n_chunks * chunk_length], dtype=torch.long).view(n_chunks, chunk_length)
+
+
+def packed_tokens(tokenizer, texts: Sequence[str], chunk_length: int) -> TokenizedTexts:
+    """:func:`pack_texts` as rows with an all-ones attention mask (n_chunks, chunk_length): nothing is padded."""
+    ids = pack_texts(tokenizer, texts, chunk_length)
+    return TokenizedTexts(ids, torch.ones_like(ids), 0)
