@@ -2,7 +2,8 @@
 
 A saved model is a directory with ``config.json`` (the full run config) and ``model.safetensors`` (every
 trained tensor plus the feature/latent statistics). The frozen encoder's pretrained weights are not
-copied: they are loaded by the name in the config.
+copied: they are loaded by the name in the config. COSMOS and LDLM runs load alike; LDLM's diffusion works on
+the raw latents (``latent_mean`` 0, ``latent_std`` 1) and its packed-chunk models read texts without specials.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ class LatentDiffusionLM(nn.Module):
     # ------------------------------------------------------------------ text <-> latents
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """texts -> input_ids, attention_mask: (B, L) padded/truncated to max_length."""
+        """texts -> input_ids, attention_mask: (B, L) padded/truncated to max_length (no special tokens when the
+        model was trained on packed chunks, which have none)."""
         if not texts:
             raise ValueError("no texts given")
         enc = self.encoder.tokenizer(
@@ -111,6 +113,7 @@ class LatentDiffusionLM(nn.Module):
             truncation=True,
             max_length=self.max_length,
             return_tensors="pt",
+            add_special_tokens=not self.cfg.data.packing,
         )
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
@@ -137,7 +140,11 @@ class LatentDiffusionLM(nn.Module):
         return self.autoencoder.decode_tokens(self.denormalize_latents(latents), self.max_length)
 
     def ids_to_texts(self, ids: torch.Tensor) -> list[str]:
-        """Cut each row at its first end token (SEP/EOS) or padding, drop specials, detokenise cleanly."""
+        """Cut each row at its first end token (SEP/EOS) or padding, drop specials, detokenise cleanly.
+
+        Packed-chunk models (``data.packing``) generate several texts per row, separated by EOS/SEP: every
+        segment is kept, joined by a space.
+        """
         tok = self.encoder.tokenizer
         stops = {i for i in (tok.sep_token_id, tok.eos_token_id, tok.pad_token_id) if i is not None}
         starts = {i for i in (tok.cls_token_id, tok.bos_token_id) if i is not None}
@@ -145,9 +152,19 @@ class LatentDiffusionLM(nn.Module):
         for row in ids.tolist():
             if row and row[0] in starts:
                 row = row[1:]
-            cut = next((i for i, t in enumerate(row) if t in stops), len(row))
-            text = tok.decode(row[:cut], skip_special_tokens=True, clean_up_tokenization_spaces=True)
-            texts.append(" ".join(text.split()))
+            if self.cfg.data.packing:
+                segments, current = [], []
+                for t in row:
+                    if t in stops:
+                        segments.append(current)
+                        current = []
+                    else:
+                        current.append(t)
+                segments.append(current)
+            else:
+                segments = [row[: next((i for i, t in enumerate(row) if t in stops), len(row))]]
+            decoded = (tok.decode(s, skip_special_tokens=True, clean_up_tokenization_spaces=True) for s in segments)
+            texts.append(" ".join(" ".join(d.split()) for d in decoded if d.strip()))
         return texts
 
     def decode(self, latents: torch.Tensor) -> list[str]:

@@ -1,0 +1,223 @@
+"""LDLM, one joint stage (LDLM Sec. 4-5): latent encoder E_z, latent decoder D_h, token decoder D_w and the
+denoiser trained together on ``L = L_diff + L_h + L_w`` (Eq. 4).
+
+``L_h = ||h - D_h(z0 + sigma_dec eps)||^2`` (Eq. 2) is the only reconstruction signal into E_z; ``L_w`` is the
+token cross-entropy on ``sg(h_hat)`` (Eq. 3); ``L_diff`` (Eq. 1) is trained on the live ``z0``, whose gradient to
+E_z is scaled by the warmup gamma(s) (App. A.2). Table 1's reconstruction ablations are ``joint.reconstruction``.
+``train_ldlm(cfg)`` trains, optionally post-trains a fresh token decoder (App. B.2) and saves the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ldlm.autoencoder import decoder_input_noise
+from ldlm.config import RunConfig
+from ldlm.data import build_features, packed_tokens
+from ldlm.data.registry import DatasetError
+from ldlm.diffusion import diffusion_loss
+from ldlm.diffusion.timesteps import timestep_sampler_for
+from ldlm.encoder_warmup import scale_encoder_gradient, warmup_gamma
+from ldlm.encoders import check_encoder_config
+from ldlm.io import atomic_write_json
+from ldlm.pipeline import LatentDiffusionLM
+from ldlm.recipes.cosmos import (
+    FeatureSource,
+    load_cosmos_data,
+    normalized_features,
+    prepare_head,
+    reconstruction_accuracy,
+    validation_diffusion_loss,
+)
+from ldlm.recipes.decoder import token_loss, train_token_decoder
+from ldlm.train import Trainer
+
+# --------------------------------------------------------------------------------------- data
+
+
+class PackedFeatureSource(FeatureSource):
+    """A :class:`FeatureSource` whose rows are chunks of ``max_length`` tokens packed from the texts (MDLM
+    protocol: no special tokens, EOS between texts, no padding) instead of one padded row per text."""
+
+    def __init__(self, model: LatentDiffusionLM, texts: list[str], cache: bool):
+        encoder, length = model.encoder, model.max_length
+        self.cached = build_features(encoder, texts, length, packing=True) if cache else None
+        rows = self.cached if cache else packed_tokens(encoder.tokenizer, texts, length)
+        self.ids, self.mask = rows.input_ids, rows.attention_mask
+
+
+def feature_source(model: LatentDiffusionLM, texts: list[str], cfg: RunConfig) -> FeatureSource:
+    """Rows of ``texts`` as ``data.packing`` asks: packed chunks (LDLM presets) or padded texts (COSMOS)."""
+    source = PackedFeatureSource if cfg.data.packing else FeatureSource
+    return source(model, texts, cfg.data.cache_features)
+
+
+def fit_feature_stats(model: LatentDiffusionLM, source: FeatureSource, max_rows: int) -> None:
+    """Per-feature mean/std of the frozen encoder's h over the first ``max_rows`` training rows."""
+    n = min(len(source), max_rows)
+    model.encoder.fit_stats(source.raw_features(model, torch.arange(s, min(n, s + 64))) for s in range(0, n, 64))
+
+
+# --------------------------------------------------------------------------------------- the joint objective
+
+
+class JointTask(nn.Module):
+    """``L_diff + L_h + L_w`` on a batch; :meth:`losses` returns the terms separately (for gradient checks)."""
+
+    def __init__(self, model: LatentDiffusionLM, cfg: RunConfig, seed: int):
+        super().__init__()
+        self.autoencoder, self.denoiser, self.schedule = model.autoencoder, model.denoiser, model.schedule
+        self.cfg = cfg
+        self.timesteps = timestep_sampler_for(cfg.diffusion)  # a submodule (state in checkpoints) when adaptive
+        # a plain function (not the module) so that EMA's deepcopy does not copy the frozen encoder
+        self.features = lambda batch, device: normalized_features(model, batch, device)
+        self.generator = torch.Generator().manual_seed(seed)
+        if cfg.joint.skip_token_decoder:  # App. B.2: D_w is trained afterwards, not here
+            self.autoencoder.token_blocks.requires_grad_(False)
+            self.autoencoder.head.requires_grad_(False)
+
+    def decoder_input(self, z0: torch.Tensor) -> torch.Tensor:
+        """z~0 = z0 + sigma_dec eps while training (Eq. 2); the clean z0 in eval mode. (B, N, d) -> (B, N, d)."""
+        return decoder_input_noise(z0, self.cfg.joint.sigma_dec, self.generator) if self.training else z0
+
+    def gamma(self, step: int) -> float:
+        j = self.cfg.joint
+        return warmup_gamma(step, j.warmup_steps, k=j.warmup_k, c=j.warmup_c, gamma_min=j.gamma_min)
+
+    def losses(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        """{"diff", "mse", "ce"} scalars: the terms of Eq. 4 this config trains (Table 1 switches)."""
+        return self._objective(batch, step)[0]
+
+    def _objective(self, batch: dict, step: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        ae, joint = self.autoencoder, self.cfg.joint
+        ids, mask, h = self.features(batch, ae.head.weight.device)  # (B, L), (B, L), (B, L, D)
+        z0 = ae.encode(h, mask)  # (B, N, d), live: every term below may send gradient to E_z
+        h_hat = ae.decode_hidden(self.decoder_input(z0), ids.shape[1])  # (B, L, D)
+        terms: dict[str, torch.Tensor] = {}
+        if "mse" in joint.reconstruction:  # L_h (Eq. 2)
+            m = mask.unsqueeze(-1).float()
+            terms["mse"] = ((h_hat - h) ** 2 * m).sum() / (m.sum() * h.shape[-1])
+        if not joint.skip_token_decoder:  # L_w (Eq. 3): on sg(h_hat) unless a Table 1 CE ablation asks otherwise
+            h_in = h_hat.detach() if joint.reconstruction == "mse" else h_hat
+            terms["ce"] = token_loss(ae, h_in, ids, mask, self.cfg, step, self.generator)
+        t = self.timesteps.sample(z0.shape[0], self.generator).to(z0.device)
+        per_sample = diffusion_loss(  # L_diff (Eq. 1) on z0 whose encoder gradient is scaled by gamma (Eq. 28)
+            self.denoiser,
+            self.schedule,
+            scale_encoder_gradient(z0, self.gamma(step)),
+            t,
+            self_condition_prob=self.cfg.diffusion.self_condition_prob,
+            generator=self.generator,
+        )
+        if self.training:
+            self.timesteps.update(t, per_sample.detach())
+        terms["diff"] = per_sample.mean()
+        return terms, z0
+
+    def forward(self, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
+        terms, z0 = self._objective(batch, step)
+        loss = sum(terms.values())
+        metrics = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
+        metrics.update(gamma=self.gamma(step), latent_std=z0.detach().std(0).mean().item())
+        return loss, metrics
+
+
+@torch.no_grad()
+def encode_rows(autoencoder: nn.Module, model: LatentDiffusionLM, source: FeatureSource, n: int) -> torch.Tensor:
+    """Clean latents z0: (n, N, d) of the first ``n`` rows of ``source`` with ``autoencoder``."""
+    device = autoencoder.head.weight.device
+    out = []
+    for start in range(0, min(n, len(source)), 64):
+        batch = source.batch(torch.arange(start, min(n, len(source), start + 64)))
+        _, mask, h = normalized_features(model, batch, device)
+        out.append(autoencoder.encode(h, mask))
+    return torch.cat(out)
+
+
+def joint_validation(
+    model: LatentDiffusionLM,
+    autoencoder: nn.Module,
+    denoiser: nn.Module,
+    valid: FeatureSource,
+    *,
+    tokens: bool = True,
+    max_rows: int = 256,
+) -> dict[str, float]:
+    """Held-out clean reconstruction (MSE, and token accuracy if ``tokens``), the diffusion loss on a fixed t grid
+    and the coordinate-wise latent std (LDLM Fig. 4), for the given weights (e.g. the EMA task's)."""
+    rec = reconstruction_accuracy(model, valid, autoencoder=autoencoder, max_texts=max_rows)
+    if not tokens:
+        rec.pop("acc")
+    z0 = encode_rows(autoencoder, model, valid, max_rows)
+    diff = validation_diffusion_loss(denoiser, model.schedule, z0)["loss"]
+    return {**rec, "diffusion_loss": diff, "latent_std": z0.std(0).mean().item()}
+
+
+def train_joint(
+    model: LatentDiffusionLM,
+    train: FeatureSource,
+    valid: FeatureSource,
+    cfg: RunConfig,
+    run_dir: Path,
+    progress: bool = True,
+) -> dict:
+    """The joint stage; returns its wall time. The model ends with the EMA weights."""
+    start = time.perf_counter()
+    tc = cfg.joint_train
+    task = JointTask(model, cfg, cfg.seed)
+    trainer = Trainer(task, tc, log_dir=run_dir / "joint", name="joint", progress=progress)
+    model.to(trainer.device)
+    tokens = not cfg.joint.skip_token_decoder
+    eval_fn = lambda ema: joint_validation(model, ema.autoencoder, ema.denoiser, valid, tokens=tokens)
+    trainer.fit(train.batches(tc.batch_size // tc.grad_accum, cfg.seed), eval_fn)
+    model.eval()
+    return {"joint_minutes": (time.perf_counter() - start) / 60}
+
+
+# --------------------------------------------------------------------------------------- recipe
+
+
+def train_ldlm(cfg: RunConfig, *, progress: bool = True, model: LatentDiffusionLM | None = None) -> tuple:
+    """Joint training (+ optional token-decoder post-training), then ``run_dir/model`` and ``summary.json``."""
+    check_encoder_config(cfg)  # layer range, vocabulary, heads: fail before loading data or training
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", cfg.to_dict())
+    torch.manual_seed(cfg.seed)
+    data = load_cosmos_data(cfg)
+    if not data.train:
+        raise DatasetError(f"dataset {cfg.data.dataset!r} left no training texts after the validation split")
+    model = model or LatentDiffusionLM(cfg)
+    start = time.perf_counter()
+    train, valid = feature_source(model, data.train, cfg), feature_source(model, data.valid, cfg)
+    fit_feature_stats(model, train, cfg.encoder.stats_texts)
+    summary: dict = {
+        "name": cfg.name,
+        "recipe": "ldlm",
+        "train_texts": len(data.train),
+        "valid_texts": len(data.valid),
+        "train_rows": len(train),
+        "valid_rows": len(valid),
+        "feature_minutes": (time.perf_counter() - start) / 60,
+    }
+    if not cfg.joint.skip_token_decoder:  # centroid init / pre-training of the head on the true h
+        prepare_head(model, train, dataclasses.replace(cfg, autoencoder_train=cfg.joint_train), run_dir, progress)
+    summary.update(train_joint(model, train, valid, cfg, run_dir, progress))
+    summary["decoder_minutes"] = 0.0
+    if cfg.decoder_train.steps:
+        summary.update(train_token_decoder(model, train, valid, cfg, run_dir, progress))
+    final = joint_validation(model, model.autoencoder, model.denoiser, valid, max_rows=len(valid))
+    summary.update({f"heldout_{k}": v for k, v in final.items()})
+    if "heldout_acc" in summary:
+        summary["heldout_token_accuracy"] = summary.pop("heldout_acc")
+    summary["train_minutes"] = (time.perf_counter() - start) / 60
+    model.save_pretrained(run_dir / "model")
+    summary = {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in summary.items()}
+    atomic_write_json(run_dir / "summary.json", summary)
+    return model, summary
