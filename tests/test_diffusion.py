@@ -203,14 +203,20 @@ def test_partial_trajectory_from_given_state():
 # ----------------------------------------------------------------------------- denoiser and loss
 
 
-def _tiny_denoiser():
+def _tiny_denoiser(kind: str = "transformer", randomize: bool = False):
     torch.manual_seed(0)
-    cfg = DiffusionConfig(layers=1, width=16, heads=2)
-    return build_denoiser(cfg, latent_dim=3, num_latents=4).eval()
+    cfg = DiffusionConfig(denoiser=kind, layers=1, width=16, heads=2)
+    net = build_denoiser(cfg, latent_dim=3, num_latents=4).eval()
+    if randomize:  # leave the zero initialisation of adaLN-Zero, so that every path carries signal
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+    return net
 
 
-def test_denoiser_uses_z_t_time_and_self_condition_input():
-    net = _tiny_denoiser()
+@pytest.mark.parametrize("kind", ["transformer", "dit"])
+def test_denoiser_uses_z_t_time_and_self_condition_input(kind):
+    net = _tiny_denoiser(kind, randomize=True)
     z, t = torch.randn(2, 4, 3), torch.tensor([0.2, 0.7])
     out = net(z, t)
     assert out.shape == (2, 4, 3)
@@ -221,8 +227,20 @@ def test_denoiser_uses_z_t_time_and_self_condition_input():
     z2[0, 1] += 1
     diff = (net(z2, t) - out).abs().amax((1, 2))
     assert diff[0] > 1e-4 and diff[1] == 0  # samples are independent
-    with pytest.raises(ValueError):
-        build_denoiser(DiffusionConfig(denoiser="dit"), latent_dim=3, num_latents=4)
+    with pytest.raises(ValueError, match="diffusion.denoiser"):
+        build_denoiser(DiffusionConfig(denoiser="unet"), latent_dim=3, num_latents=4)
+
+
+def test_dit_blocks_start_as_identity_and_time_enters_through_adaln():
+    """adaLN-Zero: zero-initialised modulation makes each block the identity, so t has no effect at init."""
+    net = _tiny_denoiser("dit")
+    x, c = torch.randn(2, 4, 16), torch.randn(2, 16)
+    torch.testing.assert_close(net.blocks[0](x, c), x)
+    z = torch.randn(2, 4, 3)
+    torch.testing.assert_close(net(z, torch.tensor([0.1, 0.1])), net(z, torch.tensor([0.9, 0.9])))
+    with torch.no_grad():
+        net.blocks[0].ada[1].weight.normal_()  # non-zero modulation: the block now depends on t
+    assert (net(z, torch.tensor([0.1, 0.1])) - net(z, torch.tensor([0.9, 0.9]))).abs().max() > 1e-4
 
 
 class _Oracle(torch.nn.Module):

@@ -1,8 +1,12 @@
 """Latent denoisers ``x0_hat = f(z_t, t, x0_prev)`` chosen by ``diffusion.denoiser``.
 
-COSMOS: a 12-layer pre-norm transformer (width 768, 12 heads). The input is ``[z_t ; x0_prev]`` (self-
-conditioning: the previous estimate of z_0, zeros when absent) projected to the width, plus learned
-positions and a sinusoidal time embedding; the output is the x0 prediction (same shape as z_t).
+Both take ``[z_t ; x0_prev]`` (self-conditioning: the previous estimate of z_0, zeros when absent)
+projected to the width plus learned positions, and return the x0 prediction (same shape as z_t).
+
+- ``transformer`` (COSMOS): pre-norm transformer; the sinusoidal time embedding is added to the input.
+- ``dit`` (LDLM, Peebles & Xie 2023): every block is conditioned on t by adaLN-Zero, i.e. LayerNorm
+  without affine, then ``x * (1 + scale(t)) + shift(t)``, and each residual branch multiplied by a
+  gate ``g(t)`` initialised to zero, so every block starts as the identity.
 """
 
 from __future__ import annotations
@@ -45,8 +49,8 @@ class SelfAttentionBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class TransformerDenoiser(nn.Module):
-    """z_t, x0_prev: (B, N, d), t: (B,) -> x0_hat: (B, N, d)."""
+class _DenoiserStem(nn.Module):
+    """Shared input side: ``[z_t ; x0_prev]`` -> width, plus learned positions; t -> conditioning vector."""
 
     def __init__(self, cfg: DiffusionConfig, *, latent_dim: int, num_latents: int):
         super().__init__()
@@ -55,24 +59,84 @@ class TransformerDenoiser(nn.Module):
         self.proj_in = nn.Linear(2 * latent_dim, width)
         self.pos = nn.Parameter(torch.randn(num_latents, width) * 0.02)
         self.time_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
-        self.blocks = nn.ModuleList(SelfAttentionBlock(width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
-        self.norm_out = nn.LayerNorm(width)
         self.proj_out = nn.Linear(width, latent_dim)
 
-    def forward(self, z_t: torch.Tensor, t: torch.Tensor, x0_prev: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(self, z_t: torch.Tensor, t: torch.Tensor, x0_prev: torch.Tensor | None) -> tuple:
+        """-> (x (B, N, W), c (B, W)); an absent ``x0_prev`` is zeros."""
         if x0_prev is None:
             x0_prev = torch.zeros_like(z_t)
         x = self.proj_in(torch.cat([z_t, x0_prev], dim=-1)) + self.pos[: z_t.shape[1]]
-        x = x + self.time_mlp(timestep_embedding(t, x.shape[-1])).unsqueeze(1)
+        return x, self.time_mlp(timestep_embedding(t, x.shape[-1]))
+
+
+class TransformerDenoiser(_DenoiserStem):
+    """z_t, x0_prev: (B, N, d), t: (B,) -> x0_hat: (B, N, d); t is added to the input once."""
+
+    def __init__(self, cfg: DiffusionConfig, *, latent_dim: int, num_latents: int):
+        super().__init__(cfg, latent_dim=latent_dim, num_latents=num_latents)
+        self.blocks = nn.ModuleList(SelfAttentionBlock(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
+        self.norm_out = nn.LayerNorm(cfg.width)
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, x0_prev: torch.Tensor | None = None) -> torch.Tensor:
+        x, c = self.embed(z_t, t, x0_prev)
+        x = x + c.unsqueeze(1)
         for block in self.blocks:
             x = block(x)
         return self.proj_out(self.norm_out(x))
 
 
+class DiTBlock(nn.Module):
+    """Transformer block with adaLN-Zero conditioning: x (B, N, W), c (B, W) -> (B, N, W)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.mlp = MLP(width, mlp_ratio)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+        nn.init.zeros_(self.ada[1].weight)  # adaLN-Zero: gates start at 0, the block is the identity
+        nn.init.zeros_(self.ada[1].bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).unsqueeze(1).chunk(6, dim=-1)
+        b, n, width = x.shape
+        h = self.norm1(x) * (1 + scale1) + shift1
+        q, k, v = self.qkv(h).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(q, k, v)
+        x = x + gate1 * self.proj(attn.transpose(1, 2).reshape(b, n, width))
+        return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
+
+
+class DiTDenoiser(_DenoiserStem):
+    """DiT on the latent sequence: z_t, x0_prev: (B, N, d), t: (B,) -> x0_hat: (B, N, d)."""
+
+    def __init__(self, cfg: DiffusionConfig, *, latent_dim: int, num_latents: int):
+        super().__init__(cfg, latent_dim=latent_dim, num_latents=num_latents)
+        width = cfg.width
+        self.blocks = nn.ModuleList(DiTBlock(width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
+        self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        nn.init.zeros_(self.ada_out[1].weight)
+        nn.init.zeros_(self.ada_out[1].bias)
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, x0_prev: torch.Tensor | None = None) -> torch.Tensor:
+        x, c = self.embed(z_t, t, x0_prev)
+        for block in self.blocks:
+            x = block(x, c)
+        shift, scale = self.ada_out(c).unsqueeze(1).chunk(2, dim=-1)
+        return self.proj_out(self.norm_out(x) * (1 + scale) + shift)
+
+
+DENOISERS = {"transformer": TransformerDenoiser, "dit": DiTDenoiser}
+
+
 def build_denoiser(cfg: DiffusionConfig, *, latent_dim: int, num_latents: int) -> nn.Module:
-    if cfg.denoiser == "transformer":
-        return TransformerDenoiser(cfg, latent_dim=latent_dim, num_latents=num_latents)
-    raise ValueError(f"diffusion.denoiser={cfg.denoiser!r} is unknown: use transformer")
+    if cfg.denoiser not in DENOISERS:
+        raise ValueError(f"diffusion.denoiser={cfg.denoiser!r} is unknown: use {' | '.join(DENOISERS)}")
+    return DENOISERS[cfg.denoiser](cfg, latent_dim=latent_dim, num_latents=num_latents)
 
 
 def diffusion_loss(
