@@ -27,7 +27,8 @@ from ldlm.autoencoder import (
 from ldlm.config import RunConfig, TrainConfig
 from ldlm.data import FeatureSet, build_features, load_texts, split_texts, tokenize_texts
 from ldlm.data.registry import DatasetError
-from ldlm.diffusion import build_timestep_sampler, diffusion_loss
+from ldlm.diffusion import diffusion_loss
+from ldlm.diffusion.timesteps import timestep_sampler_for
 from ldlm.io import atomic_write_json
 from ldlm.pipeline import LatentDiffusionLM
 from ldlm.train import Trainer, infinite_batches
@@ -306,7 +307,7 @@ class DiffusionTask(nn.Module):
         self.schedule = model.schedule
         dc = model.cfg.diffusion
         self.self_condition_prob = dc.self_condition_prob
-        self.timesteps = build_timestep_sampler(dc.timestep_sampler, dc.t_max)
+        self.timesteps = timestep_sampler_for(dc)
         self.generator = torch.Generator().manual_seed(seed)
 
     def forward(self, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
