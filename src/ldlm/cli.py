@@ -6,6 +6,10 @@ ldlm sample RUN_DIR [-n 16] [--steps 200] [--seed 0] [--out samples.txt]
 ldlm quickstart [--out results/quickstart.json]
 ldlm report RUN_DIR --out results/NAME.json  judge samples vs an untrained twin, plot learning curves
 ldlm configs                              list the presets
+ldlm evaluate RUN_DIR [-n 128] [--seeds 0,1,2] [--paper]   judge PPL, MAUVE, Div, entropy, Mem (mean ± std)
+                                          for samples and real held-out texts -> results/NAME_report.{json,md,png}
+ldlm sweep RUN_DIR [--steps-list 10,25,50,100,200]         quality vs sampling steps -> JSON + PNG
+ldlm probe {interpolation,robustness,mismatch,trajectory,loss-t,all} RUN_DIR   latent-space probes -> JSON + PNG
 """
 
 from __future__ import annotations
@@ -67,6 +71,117 @@ def _cmd_configs(args: argparse.Namespace) -> None:
         print(f"{name:20s} {first}")
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _load_for_evaluation(args: argparse.Namespace):
+    """The trained model of RUN_DIR with its training and held-out texts (as the run's config defines them)."""
+    from ldlm.pipeline import LatentDiffusionLM
+    from ldlm.recipes.cosmos import load_cosmos_data
+
+    model = LatentDiffusionLM.from_pretrained(args.run_dir, device=args.device)
+    data = load_cosmos_data(model.cfg)
+    return model, data.train, data.valid
+
+
+def _suite_config(args: argparse.Namespace):
+    from ldlm.evaluation.mauve import MauveProtocol
+    from ldlm.evaluation.suite import PAPER_SCALE, SuiteConfig
+
+    scale = PAPER_SCALE if getattr(args, "paper", False) else {}
+    return SuiteConfig(
+        num_samples=scale.get("num_samples", args.num_samples),
+        seeds=tuple(scale.get("seeds", args.seeds)),
+        steps=getattr(args, "steps", None),
+        sampler=args.sampler,
+        judge=args.judge,
+        mauve=MauveProtocol(max_len=args.mauve_max_len, seed=args.mauve_seed, pooling=args.mauve_pooling),
+        device=args.device,
+    )
+
+
+def _summary_line(summaries: dict) -> str:
+    """``metric mean±std, ...`` for every ``{mean, std}`` entry of a report row."""
+    cells = [
+        f"{m} n/a" if v["mean"] is None else f"{m} {v['mean']:.4g}" + (f"±{v['std']:.2g}" if v["n"] > 1 else "")
+        for m, v in summaries.items()
+        if isinstance(v, dict) and "mean" in v
+    ]
+    return ", ".join(cells)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from ldlm.evaluation.suite import evaluate_model
+    from ldlm.evaluation.writer import write_report
+
+    cfg = _suite_config(args)
+    model, train, heldout = _load_for_evaluation(args)
+    report = evaluate_model(model, train, heldout, cfg)
+    paths = write_report(report, args.out or f"results/{model.cfg.name}_report.json")
+    for row in ("model", "reference"):
+        print(f"{row:9s} {_summary_line(report[row])}")
+    print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    from ldlm.evaluation.suite import build_scorer
+    from ldlm.evaluation.sweep import steps_sweep, write_sweep
+
+    cfg = _suite_config(args)
+    model, train, heldout = _load_for_evaluation(args)
+    scorer, _ = build_scorer(model, train, heldout, cfg)
+    result = steps_sweep(model, scorer, args.steps_list, cfg)
+    paths = write_sweep(result, args.out or f"results/{model.cfg.name}_steps_sweep.json")
+    for row in result["rows"]:
+        print(f"steps {row['steps']:5d}: {_summary_line(row)}, {row['seconds_per_sample']:.3f} s/sample")
+    print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+
+
+def _cmd_probe(args: argparse.Namespace) -> None:
+    from ldlm.evaluation import probes
+    from ldlm.evaluation.judge import JudgeLM
+
+    if args.num_texts < 2:
+        raise CLIError(f"-n/--num-texts must be >= 2, got {args.num_texts}")
+    model, _, heldout = _load_for_evaluation(args)
+    texts, n, seed = heldout, args.num_texts, args.seed
+    if len(texts) < 2 * n:
+        raise CLIError(f"the run holds out {len(texts)} texts; probes with -n {n} need {2 * n}: lower -n")
+    runners = {
+        "interpolation": lambda: probes.interpolation_probe(
+            model, JudgeLM(args.judge, device=args.device), texts[:n], texts[n : 2 * n], seed=seed
+        ),
+        "robustness": lambda: probes.decoder_robustness_probe(model, texts[:n], seed=seed),
+        "mismatch": lambda: probes.mismatch_probe(model, texts[:n], num_samples=n, seed=seed),
+        "trajectory": lambda: probes.trajectory_probe(model, num_samples=n, seed=seed),
+        "loss-t": lambda: probes.loss_vs_t_probe(model, texts[:n], seed=seed),
+    }
+    for name in probes.PROBES if args.probe == "all" else (args.probe,):
+        out = Path(args.out_dir) / f"{model.cfg.name}_probe_{name}.json"
+        paths = probes.write_probe(runners[name](), out)
+        print(f"probe {name}: wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+
+
+def _add_judge_options(p: argparse.ArgumentParser, num_samples: int, seeds: str) -> None:
+    p.add_argument("run_dir")
+    p.add_argument("-n", "--num-samples", type=int, default=num_samples, help="samples per seed")
+    p.add_argument("--seeds", type=_int_list, default=_int_list(seeds), help="comma-separated sampling seeds")
+    p.add_argument("--sampler", default=None, help="euler | euler_maruyama | ddim (default: the run's config)")
+    p.add_argument("--judge", default="smollm2-135m", help="judge causal LM: short name, local dir or hub id")
+    p.add_argument("--mauve-max-len", type=int, default=256, help="judge tokens per text (BOS incl.), MAUVE and PPL")
+    p.add_argument("--mauve-seed", type=int, default=25, help="MAUVE k-means seed")
+    p.add_argument("--mauve-pooling", default="last", help="last | mean over the judge's final hidden states")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="JSON file to write (PNG/Markdown beside it)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ldlm", description="Latent diffusion language models (COSMOS, LDLM)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +215,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--num-samples", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("evaluate", help="unconditional suite: model vs real held-out texts, mean ± std over seeds")
+    _add_judge_options(p, num_samples=128, seeds="0,1,2")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's config)")
+    p.add_argument("--paper", action="store_true", help="the papers' scale: 1,000 samples x 5 seeds")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("sweep", help="judge PPL, entropy and MAUVE against the number of sampling steps")
+    _add_judge_options(p, num_samples=64, seeds="0")
+    p.add_argument("--steps-list", type=_int_list, default=_int_list("10,25,50,100,200"))
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("probe", help="latent-space probes (JSON + PNG each)")
+    p.add_argument("probe", choices=["interpolation", "robustness", "mismatch", "trajectory", "loss-t", "all"])
+    p.add_argument("run_dir")
+    p.add_argument("-n", "--num-texts", type=int, default=32, help="texts / samples / pairs per probe")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--judge", default="smollm2-135m", help="judge for the interpolation probe")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out-dir", default="results", help="writes NAME_probe_PROBE.{json,png} here")
+    p.set_defaults(func=_cmd_probe)
 
     p = sub.add_parser("configs", help="list the presets")
     p.set_defaults(func=_cmd_configs)

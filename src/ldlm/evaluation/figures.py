@@ -1,0 +1,85 @@
+"""PNG figures of the evaluation suite, sweeps and probes (matplotlib, headless, written atomically)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["plot_curves", "plot_report", "save_figure"]
+
+# x/y series: label -> (xs, ys); None values in ys are left out of the line.
+Series = dict[str, tuple[Sequence[float], Sequence[float | None]]]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, out: str | Path, dpi: int = 110) -> Path:
+    """Save ``fig`` to a temporary PNG beside ``out``, rename it into place, close the figure."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=dpi)
+    _pyplot().close(fig)
+    tmp.replace(out)
+    return out
+
+
+def plot_curves(
+    out: str | Path,
+    panels: Sequence[tuple[str, str, Series]],
+    *,
+    xlabel: str,
+    title: str = "",
+    logx: bool = False,
+    log_panels: Sequence[str] = (),
+) -> Path:
+    """One row of line plots; ``panels`` = (title, ylabel, series); panels named in ``log_panels`` use log y."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
+    for ax, (name, ylabel, series) in zip(axes[0], panels, strict=True):
+        for label, (xs, ys) in series.items():
+            pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+        ax.set(title=name, xlabel=xlabel, ylabel=ylabel)
+        if logx:
+            ax.set_xscale("log")
+        if name in log_panels:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, out)
+
+
+def plot_report(out: str | Path, rows: dict[str, dict], metrics: Sequence[str], title: str = "") -> Path:
+    """Bar per row (model, reference) and metric: mean with a ±std bar and the per-seed values as dots."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for i, summaries in enumerate(rows.values()):
+            s = summaries[metric]
+            if s["mean"] is None:
+                ax.text(i, 0, "n/a", ha="center")
+                continue
+            ax.bar(i, s["mean"], yerr=s["std"], capsize=4, color=f"C{i}", alpha=0.7)
+            values = [v for v in s["values"] if v is not None]
+            ax.plot([i] * len(values), values, "k.", markersize=4)
+        ax.set_xticks(range(len(rows)), list(rows))
+        ax.set_title(metric)
+        if metric.startswith("judge_ppl"):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3, axis="y")
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, out)

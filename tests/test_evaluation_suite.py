@@ -1,0 +1,210 @@
+"""The multi-seed suite, its report files and the `ldlm evaluate` / `ldlm sweep` commands, on fast fakes.
+
+The judge and the model are replaced by deterministic stand-ins (the real judge is tested in
+test_evaluation_mauve.py and test_judge.py), so these tests check the bookkeeping: seeds, mean ± std,
+disjoint reference sets, undefined metrics reported as null, the files written and the CLI errors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import statistics
+import zlib
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from ldlm import cli
+from ldlm.evaluation import suite
+from ldlm.evaluation.suite import SuiteConfig, evaluate_model, split_reference, summarize
+from ldlm.evaluation.writer import reproduce_command, write_report
+
+HELDOUT = [f"Real Sentence {i} about topic {i % 7} and more words here" for i in range(40)]
+TRAIN = [f"training text {i} alpha beta gamma delta" for i in range(30)]
+
+
+class FakeJudge:
+    """PPL from word counts; features: a per-text Gaussian draw, shifted for generated texts (MAUVE < 1)."""
+
+    instances: list[FakeJudge] = []
+
+    def __init__(self, name, *, pooling, device, batch_size, max_length):
+        self.name, self.max_length, self.featurised = name, max_length, []
+        FakeJudge.instances.append(self)
+
+    def perplexity(self, texts):
+        scored = [t for t in texts if t.strip()]
+        if not scored:
+            raise ValueError("all texts are empty")
+        words = [len(t.split()) for t in scored]
+        return {
+            "token_ppl": 10.0 + statistics.fmean(words),
+            "sample_ppl_mean": 20.0 + max(words),
+            "num_dropped": len(texts) - len(scored),
+        }
+
+    def features(self, texts):
+        self.featurised.append(list(texts))
+        rows = [np.random.default_rng(zlib.crc32(t.encode())).normal(size=8) for t in texts]
+        return np.stack(rows) + np.array([[3.0 * t.startswith("gen")] for t in texts])  # (n, 8)
+
+
+class FakeModel:
+    """generate(n, seed) -> deterministic texts; the tokenizer round trip lowercases, as MiniLM's does."""
+
+    def __init__(self, words_per_text: int = 6):
+        self.words = words_per_text
+        self.max_length = 32
+        self.cfg = SimpleNamespace(name="fake", run_dir="runs/fake", sample=SimpleNamespace(steps=7, sampler="euler"))
+        self.calls = []
+
+    def generate(self, n, *, steps=None, sampler=None, seed=None, batch_size=None):
+        self.calls.append({"n": n, "steps": steps, "seed": seed})
+        base = "gen alpha beta gamma delta x y z".split()
+        return [" ".join([*base[: self.words - 1], f"s{seed}i{i}"][: self.words]) for i in range(n)]
+
+    def tokenize(self, texts):
+        return list(texts), None
+
+    def ids_to_texts(self, ids):
+        return [t.lower() for t in ids]
+
+
+@pytest.fixture
+def fake_judge(monkeypatch):
+    FakeJudge.instances = []
+    monkeypatch.setattr(suite, "ScoringJudge", FakeJudge)
+    return FakeJudge
+
+
+def test_summarize_by_hand():
+    s = summarize([1.0, 2.0, None, 4.0])
+    assert s["mean"] == pytest.approx(7 / 3) and s["std"] == pytest.approx(math.sqrt(7 / 3)) and s["n"] == 3
+    assert s["values"] == [1.0, 2.0, None, 4.0]
+    assert summarize([5.0]) == {"mean": 5.0, "std": 0.0, "n": 1, "values": [5.0]}
+    assert summarize([None, None])["mean"] is None
+
+
+def test_split_reference_is_disjoint_deterministic_and_sized():
+    texts = [*HELDOUT, HELDOUT[0], "  "]  # a duplicate and an empty text are dropped
+    ref, pool = split_reference(texts, 10, seed=0)
+    assert len(ref) == 10 and len(pool) == 30 and not set(ref) & set(pool)
+    assert (ref, pool) == split_reference(texts, 10, seed=0)
+    assert ref != split_reference(texts, 10, seed=1)[0]
+    with pytest.raises(ValueError, match="2 x num_samples = 42"):
+        split_reference(texts, 21)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"num_samples": 1}, "num_samples"),
+        ({"seeds": ()}, "seeds is empty"),
+        ({"seeds": (1, 1)}, "repeat"),
+        ({"steps": 0}, "steps"),
+        ({"sampler": "heun"}, "sampler='heun' is unknown"),
+    ],
+)
+def test_suite_config_rejects_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SuiteConfig(**kwargs)
+
+
+def test_evaluate_model_rows_seeds_and_protocol(fake_judge):
+    model = FakeModel()
+    cfg = SuiteConfig(num_samples=8, seeds=(0, 1, 2))
+    report = evaluate_model(model, TRAIN, HELDOUT, cfg)
+    assert [c["seed"] for c in model.calls] == [0, 1, 2] and all(c["n"] == 8 for c in model.calls)
+    judge = fake_judge.instances[0]
+    mauve_ref = judge.featurised[0]  # the MAUVE reference is featurised first, once
+    assert len(mauve_ref) == 8 and all(t == t.lower() for t in mauve_ref)  # tokenizer round trip applied
+    for row in report["per_seed"]:
+        assert not set(row["reference_samples"]) & set(mauve_ref)  # real text never scored against itself
+    for row in ("model", "reference"):
+        for metric in ("judge_ppl", "mauve", "div", "entropy", "mem"):
+            values = [r[row][metric] for r in report["per_seed"]]
+            assert report[row][metric]["mean"] == pytest.approx(statistics.fmean(values))
+            assert report[row][metric]["std"] == pytest.approx(statistics.stdev(values))
+    assert report["model"]["judge_ppl"]["mean"] == pytest.approx(16.0)  # 10 + 6 words per text
+    assert report["model"]["mauve"]["mean"] < report["reference"]["mauve"]["mean"]  # shifted features
+    assert report["model"]["mem"]["mean"] > 0  # "alpha beta gamma delta" is a training 4-gram
+    p = report["protocol"]
+    assert (p["judge"], p["num_samples"], p["seeds"], p["mauve_max_len"]) == ("smollm2-135m", 8, [0, 1, 2], 256)
+    assert p["sampling_steps"] == 7 and p["mauve_reference_texts"] == 8
+    assert evaluate_model(FakeModel(), TRAIN, HELDOUT, cfg)["model"] == report["model"]  # reproducible
+
+
+def test_undefined_metrics_are_null_with_a_warning_never_nan(fake_judge, tmp_path):
+    report = evaluate_model(FakeModel(words_per_text=1), TRAIN, HELDOUT, SuiteConfig(num_samples=4, seeds=(0, 1)))
+    assert report["model"]["div"] == {"mean": None, "std": None, "n": 0, "values": [None, None]}
+    assert report["model"]["mem"]["mean"] is None and report["model"]["entropy"]["mean"] == 0.0
+    assert any("seed 0, model: div: no 2-grams" in w for w in report["warnings"])
+    paths = write_report(report, tmp_path / "r.json")
+    json.loads(paths["json"].read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the report"))
+    assert "| model | " in paths["md"].read_text() and "n/a" in paths["md"].read_text()
+
+
+def test_write_report_files(fake_judge, tmp_path):
+    report = evaluate_model(FakeModel(), TRAIN, HELDOUT, SuiteConfig(num_samples=4, seeds=(0, 1)))
+    paths = write_report(report, tmp_path / "out" / "x_report.json")
+    assert {p.name for p in paths.values()} == {"x_report.json", "x_report.md", "x_report.png"}
+    saved = json.loads(paths["json"].read_text())
+    for row in ("model", "reference"):
+        assert all({"mean", "std"} <= saved[row][m].keys() for m in ("judge_ppl", "mauve", "div", "entropy", "mem"))
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+    assert "![metrics](x_report.png)" in paths["md"].read_text()
+
+
+@pytest.fixture
+def fake_run(monkeypatch, fake_judge):
+    model = FakeModel()
+    monkeypatch.setattr(cli, "_load_for_evaluation", lambda args: (model, TRAIN, HELDOUT))
+    return model
+
+
+def test_evaluate_command(fake_run, tmp_path, capsys):
+    out = tmp_path / "q_report.json"
+    rc = cli.main(["evaluate", "runs/fake", "-n", "4", "--seeds", "3,4", "--steps", "5", "--out", str(out)])
+    assert rc == 0
+    assert [c["seed"] for c in fake_run.calls] == [3, 4] and fake_run.calls[0]["steps"] == 5
+    report = json.loads(out.read_text())
+    assert report["protocol"]["seeds"] == [3, 4] and out.with_suffix(".png").is_file()
+    assert capsys.readouterr().out.startswith("model     judge_ppl")
+
+
+def test_evaluate_command_paper_scale_needs_enough_heldout_texts(fake_run, capsys):
+    assert cli.main(["evaluate", "runs/fake", "--paper"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ldlm evaluate: error: ") and "2 x num_samples = 2000" in err[0]
+
+
+def test_evaluate_command_usage_errors(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["evaluate", "runs/fake", "--seeds", "a,b"])
+    assert exc.value.code == 2 and "comma-separated integers" in capsys.readouterr().err
+    assert cli.main(["evaluate", "runs/fake", "--mauve-pooling", "max"]) == 2
+    assert "pooling='max' is unknown" in capsys.readouterr().err
+
+
+def test_sweep_command(fake_run, tmp_path):
+    out = tmp_path / "sweep.json"
+    assert cli.main(["sweep", "runs/fake", "-n", "4", "--steps-list", "20,5", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["steps"] for r in result["rows"]] == [5, 20] and [c["steps"] for c in fake_run.calls] == [5, 20]
+    assert result["rows"][0]["judge_ppl"]["mean"] == pytest.approx(16.0)
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_reproduce_command_parses_back_to_the_same_settings(fake_judge):
+    from ldlm.evaluation.mauve import MauveProtocol
+
+    cfg = SuiteConfig(num_samples=4, seeds=(2, 5), steps=9, sampler="ddim", mauve=MauveProtocol(max_len=64, seed=3))
+    report = evaluate_model(FakeModel(), TRAIN, HELDOUT, cfg)
+    command = reproduce_command(report, "results/x.json")
+    env, prog, *argv = shlex.split(command)
+    assert (env, prog) == ("HF_HUB_OFFLINE=1", "ldlm")
+    args = cli.build_parser().parse_args(argv)
+    assert cli._suite_config(args) == cfg and args.out == "results/x.json" and args.run_dir == "runs/fake"
