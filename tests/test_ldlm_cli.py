@@ -43,8 +43,9 @@ def test_train_writes_model_summary_and_logs(ldlm_run):
 
 def test_checkpoint_holds_the_adaptive_sampler_state(ldlm_run):
     run_dir, _ = ldlm_run
-    assert json.loads((run_dir / "joint" / "checkpoint" / "state.json").read_text()) == {"step": 10}
-    with safe_open(str(run_dir / "joint" / "checkpoint" / "model.safetensors"), "pt") as f:
+    ckpt = run_dir / "joint" / "checkpoints" / "step_00000010"
+    assert json.loads((ckpt / "state.json").read_text())["step"] == 10
+    with safe_open(str(ckpt / "model.safetensors"), "pt") as f:
         assert {"timesteps.probs", "timesteps.edge_loss", "timesteps.updates"} <= set(f.keys())
         assert f.get_tensor("timesteps.updates").item() == 10
         probs = f.get_tensor("timesteps.probs")

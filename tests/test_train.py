@@ -213,3 +213,35 @@ def test_infinite_batches_uneven_sizes():
     assert sorted(next(it)) == list(range(5)) and sorted(next(it)) == list(range(5))
     with pytest.raises(ValueError, match="empty"):
         next(infinite_batches(0, 4, lambda idx: idx, seed=0))
+
+
+# ----------------------------------------------------------------------------- non-finite guard
+
+
+def test_nonfinite_loss_skipped_when_configured(tmp_path, caplog):
+    task = Regression(nan_at=3)
+    trainer = Trainer(task, _tcfg(steps=10, on_nonfinite="skip"), log_dir=tmp_path, name="toy", progress=False)
+    with caplog.at_level("WARNING"):
+        trainer.fit(infinite_batches(256, 32, _data(), seed=0))
+    assert "toy: non-finite loss (nan on this process) in micro-batch 0 at step 3" in caplog.text
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "skipped" in r] == [4]
+    assert rows[-1]["step"] == 10 and math.isfinite(rows[-1]["loss"])  # the run went on
+    assert torch.equal(task.seen_params[4]["lin.weight"], task.seen_params[3]["lin.weight"])  # step 3: no update
+    assert all(torch.isfinite(v).all() for v in task.state_dict().values())
+
+
+def test_nonfinite_gradient_norm_stops_before_the_update(tmp_path):
+    class InfiniteGradient(Regression):
+        def forward(self, batch, step):
+            loss, metrics = super().forward(batch, step)
+            if step == 2:  # a finite loss whose gradient is infinite: d sqrt(x)/dx at x = 0
+                loss = loss + torch.sqrt(self.lin.bias.sum() - self.lin.bias.sum().detach())
+            return loss, metrics
+
+    task = InfiniteGradient()
+    trainer = Trainer(task, _tcfg(steps=5), log_dir=tmp_path, name="toy", progress=False)
+    with pytest.raises(FloatingPointError, match="non-finite gradient norm .* at step 2"):
+        trainer.fit(infinite_batches(256, 32, _data(), seed=0))
+    for key, value in task.seen_params[2].items():
+        assert torch.equal(task.state_dict()[key], value)

@@ -1,7 +1,8 @@
 """``ldlm`` command line: train | sample | quickstart | report | configs.
 
-ldlm train CONFIG [key.sub=value ...]     train a preset (configs/) or a YAML file, e.g.
+ldlm train CONFIG [key.sub=value ...] [--resume]   train a preset (configs/) or a YAML file, e.g.
                                           ldlm train quickstart autoencoder_train.steps=500
+                                          (multi-GPU: torchrun --nproc_per_node N -m ldlm.cli train ...)
 ldlm sample RUN_DIR [-n 16] [--steps 200] [--seed 0] [--out samples.txt]
 ldlm quickstart [--out results/quickstart.json]
 ldlm report RUN_DIR --out results/NAME.json  judge samples vs an untrained twin, plot learning curves
@@ -31,9 +32,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from ldlm.recipes import RECIPES
 
     cfg = load_config(args.config, args.overrides)
+    from ldlm import distributed
+
     print(f"training {cfg.name!r} ({cfg.recipe}) -> {cfg.run_dir}", file=sys.stderr)
-    _, summary = RECIPES[cfg.recipe](cfg, progress=not args.quiet)
-    print(json.dumps(summary, indent=2))
+    extra = {"resume": True} if args.resume else {}
+    _, summary = RECIPES[cfg.recipe](cfg, progress=not args.quiet, **extra)
+    if distributed.is_main():
+        print(json.dumps(summary, indent=2))
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
@@ -190,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="preset name (see `ldlm configs`) or path to a YAML file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. autoencoder_train.steps=100")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in output_dir: skip finished stages, resume the interrupted one from its checkpoint",
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("sample", help="generate texts from a trained run")

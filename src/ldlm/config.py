@@ -48,6 +48,11 @@ class DataConfig:
     # MDLM protocol (LDLM App. C): tokenise without special tokens, concatenate with EOS separators and cut
     # chunks of encoder.max_length tokens, no padding. False: one padded row per text (COSMOS).
     packing: bool = False
+    # Corpora larger than memory (LDLM recipe, packing): read the dataset as a stream (hub: datasets streaming;
+    # local files: line by line), hold out its first validation_size texts, tokenise the next max_texts (None: all)
+    # once into a token file that training reads row by row; E_h runs on the fly (no feature cache).
+    streaming: bool = False
+    split: str = "train"  # the hub split a stream reads
     seed: int = 0
 
 
@@ -142,6 +147,8 @@ class TrainConfig:
     eval_every: int = 1000
     log_every: int = 50
     save_every: int = 10_000
+    keep_checkpoints: int = 2  # the newest K checkpoints are kept (a damaged newest one falls back to the previous)
+    on_nonfinite: str = "stop"  # a non-finite loss or gradient norm: stop the run | skip the step (both reported)
     eval_batches: int = 8
     mixed_precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU | no | bf16 | fp16
     num_workers: int = 0
@@ -374,6 +381,16 @@ def validate(cfg: RunConfig) -> None:
     _check(cfg.sample.steps >= 1, f"sample.steps={cfg.sample.steps} must be >= 1")
     _check(cfg.data.validation_size > 0, "data.validation_size must be > 0 (a fraction < 1 or a count)")
     _validate_ldlm(cfg)
+    if cfg.data.streaming:
+        _check(
+            cfg.recipe == "ldlm" and cfg.data.packing,
+            "data.streaming reads packed chunks for the LDLM recipe: set recipe=ldlm and data.packing=true",
+        )
+        _check(
+            cfg.data.validation_size >= 1 and float(cfg.data.validation_size).is_integer(),
+            f"data.validation_size={cfg.data.validation_size}: with data.streaming it is a count of texts (the "
+            "first ones of the stream), not a fraction",
+        )
     for stage in ("autoencoder_train", "diffusion_train", "joint_train", "decoder_train"):
         tc: TrainConfig = getattr(cfg, stage)
         _check(tc.steps >= 0, f"{stage}.steps={tc.steps} must be >= 0")
@@ -382,6 +399,8 @@ def validate(cfg: RunConfig) -> None:
         _check(tc.lr > 0, f"{stage}.lr={tc.lr} must be > 0")
         _check(0 <= tc.ema_decay < 1, f"{stage}.ema_decay={tc.ema_decay} must be in [0, 1)")
         _check(tc.lr_schedule in ("constant", "cosine"), f"{stage}.lr_schedule: use constant | cosine")
+        _check(tc.keep_checkpoints >= 1, f"{stage}.keep_checkpoints={tc.keep_checkpoints} must be >= 1")
+        _check(tc.on_nonfinite in ("stop", "skip"), f"{stage}.on_nonfinite={tc.on_nonfinite!r}: use stop | skip")
         _check(
             tc.mixed_precision in ("auto", "no", "bf16", "fp16"),
             f"{stage}.mixed_precision: auto|no|bf16|fp16",

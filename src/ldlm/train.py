@@ -1,16 +1,25 @@
-"""One training loop for every stage and recipe, on Accelerate.
+"""One training loop for every stage and recipe, on Accelerate (one process, or many under torchrun).
 
 A *task* is an ``nn.Module`` whose ``forward(batch, step)`` returns ``(loss, metrics)``; the loop owns
-the rest: device placement, bf16 autocast on GPU (fp32 on CPU), gradient accumulation, AdamW with
+the rest: device placement and DDP, bf16 autocast on GPU (fp32 on CPU), gradient accumulation, AdamW with
 linear warmup then constant/cosine LR, gradient clipping, EMA of the weights (``ema-pytorch``), periodic
-validation, checkpoints (and resuming from them), a progress bar, TensorBoard and a ``metrics.jsonl`` log.
+validation, a guard against non-finite losses, checkpoints and exact resume, a progress bar, TensorBoard
+and a ``metrics.jsonl`` log (metrics averaged over processes; only rank 0 writes files).
 Buffers of the task (e.g. the adaptive timestep sampler's state) are copied into the EMA model, not averaged.
+
+Exact resume: a checkpoint holds the task's weights and buffers, the EMA, the optimiser and LR scheduler, the
+RNG states of every process (global ones and the task's ``torch.Generator`` attributes), the step (which is
+the data position of a :class:`~ldlm.data.batches.BatchStream`) and the metrics accumulated since the last log
+row; resuming from it reproduces the uninterrupted run bit for bit on the same hardware and process count.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,8 +27,25 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ldlm import distributed
+from ldlm.checkpoint import (
+    join_optimizer_state,
+    latest_checkpoint,
+    prune_checkpoints,
+    read_checkpoint,
+    split_optimizer_state,
+    step_path,
+    write_checkpoint,
+)
 from ldlm.config import TrainConfig
-from ldlm.io import atomic_write_text, load_safetensors, save_safetensors
+from ldlm.data.batches import BatchStream
+from ldlm.io import atomic_write_text
+from ldlm.rng import capture_all_ranks, find_generators, restore_this_rank
+from ldlm.runstate import resume_requested
+
+log = logging.getLogger(__name__)
+
+RANK_SEED_STRIDE = 1_000_003  # process r re-seeds the task's generators with seed + r * stride: distinct noise
 
 
 def mixed_precision_for(setting: str) -> str:
@@ -45,17 +71,37 @@ def lr_lambda(tcfg: TrainConfig) -> Callable[[int], float]:
 
 
 class Trainer:
-    """Optimises ``task`` (its parameters with ``requires_grad``) for ``tcfg.steps`` steps."""
+    """Optimises ``task`` (its parameters with ``requires_grad``) for ``tcfg.steps`` steps.
 
-    def __init__(self, task: nn.Module, tcfg: TrainConfig, *, log_dir: str | Path, name: str, progress: bool = True):
-        from accelerate import Accelerator
+    ``resume``: continue from the newest valid checkpoint in ``log_dir/checkpoints`` when :meth:`fit` starts
+    (default: whether the recipe runs under ``--resume``, see :mod:`ldlm.runstate`).
+    """
+
+    def __init__(
+        self,
+        task: nn.Module,
+        tcfg: TrainConfig,
+        *,
+        log_dir: str | Path,
+        name: str,
+        progress: bool = True,
+        resume: bool | None = None,
+    ):
+        from accelerate import Accelerator, DistributedDataParallelKwargs
         from ema_pytorch import EMA
 
         self.tcfg, self.name, self.progress = tcfg, name, progress
+        self.resume = resume_requested() if resume is None else resume
         self.log_dir = Path(log_dir)
         self.accelerator = Accelerator(
-            mixed_precision=mixed_precision_for(tcfg.mixed_precision), cpu=not torch.cuda.is_available()
+            mixed_precision=mixed_precision_for(tcfg.mixed_precision),
+            cpu=not torch.cuda.is_available(),
+            # some parameters get no gradient on some steps (a head frozen for the first steps): DDP must allow it
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        if self.accelerator.distributed_type.name == "FSDP":
+            log.warning("%s: FSDP is untested here; the EMA and checkpoints assume unsharded parameters", name)
         params = [p for p in task.parameters() if p.requires_grad]
         if not params:
             raise ValueError(f"stage {name!r} has no trainable parameters")
@@ -71,6 +117,10 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tcfg))
         self.task, self.optimizer, self.scheduler = self.accelerator.prepare(task, optimizer, scheduler)
         self.raw_task = task
+        self.generators = find_generators(task)  # the task's noise sources: checkpointed, distinct per process
+        if self.world > 1:
+            for gen in self.generators.values():
+                gen.manual_seed(gen.initial_seed() + RANK_SEED_STRIDE * self.rank)
         buffers = {name for name, _ in task.named_buffers()}  # running state (sampler statistics): copy, not average
         self.ema = EMA(
             task,
@@ -81,10 +131,18 @@ class Trainer:
         )
         self.ema.to(self.accelerator.device)
         self.history: list[dict] = []
+        self._sums: dict[str, float] = {}  # metrics since the last log row, summed over micro-batches
+        self._count = 0
 
     @property
     def device(self) -> torch.device:
         return self.accelerator.device
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.log_dir / "checkpoints"
+
+    # ------------------------------------------------------------------ logging
 
     def _log(self, row: dict, writer) -> None:
         self.history.append(row)
@@ -97,61 +155,133 @@ class Trainer:
                 if key != "step" and isinstance(value, int | float):
                     writer.add_scalar(f"{self.name}/{key}", value, row["step"])
 
+    def _averaged_metrics(self) -> dict[str, float]:
+        """Mean of each metric over the micro-batches since the last row, and over processes."""
+        keys = sorted(self._sums)
+        values = torch.tensor([self._sums[k] / max(1, self._count) for k in keys], dtype=torch.float64)
+        if self.world > 1:
+            values = self.accelerator.reduce(values.to(self.device), "mean").cpu()
+        self._sums, self._count = {}, 0
+        return dict(zip(keys, values.tolist(), strict=True))
+
+    def _start_logs(self, start_step: int) -> None:
+        """A fresh stage clears old logs and checkpoints; a resumed one drops log rows after ``start_step``."""
+        if self.accelerator.is_main_process:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            metrics = self.log_dir / "metrics.jsonl"
+            if not start_step:
+                metrics.unlink(missing_ok=True)
+                for old in self.checkpoint_dir.glob("step_*"):  # of an earlier run in this directory
+                    shutil.rmtree(old, ignore_errors=True)
+            elif metrics.is_file():
+                rows = [line for line in metrics.read_text().splitlines() if line.strip()]
+                kept = [line for line in rows if json.loads(line)["step"] <= start_step]
+                atomic_write_text(metrics, "".join(line + "\n" for line in kept))
+        distributed.barrier()
+
+    # ------------------------------------------------------------------ one step
+
+    def _nonfinite_anywhere(self, value: float) -> bool:
+        """True if ``value`` is non-finite on any process (so that all of them skip or stop together)."""
+        bad = not math.isfinite(value)
+        if self.world == 1:
+            return bad
+        flag = torch.tensor([float(bad)], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _train_step(self, batches: Iterator[dict], step: int, accum: int) -> str | None:
+        """One optimiser step over ``accum`` micro-batches; returns why it was not applied (non-finite) or None."""
+        acc = self.accelerator
+        sums: dict[str, float] = {}
+        for micro in range(accum):
+            last = micro == accum - 1
+            with contextlib.nullcontext() if last else acc.no_sync(self.task):
+                with acc.autocast():
+                    loss, metrics = self.task(next(batches), step)
+                value = loss.item()
+                if self._nonfinite_anywhere(value):  # checked per micro-batch, before any gradient is applied
+                    for _ in range(micro + 1, accum):
+                        next(batches)  # the data position stays that of an applied step
+                    self.optimizer.zero_grad(set_to_none=True)
+                    return f"non-finite loss ({value} on this process) in micro-batch {micro}"
+                acc.backward(loss / accum)
+            for key, v in metrics.items():
+                sums[key] = sums.get(key, 0.0) + float(v)
+        if self.tcfg.grad_clip:
+            norm = float(acc.clip_grad_norm_(self.task.parameters(), self.tcfg.grad_clip))
+            if not math.isfinite(norm) and acc.scaler is None:  # fp16's scaler skips such steps itself
+                self.optimizer.zero_grad(set_to_none=True)
+                return f"non-finite gradient norm ({norm})"
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update()
+        for key, v in sums.items():
+            self._sums[key] = self._sums.get(key, 0.0) + v
+        self._count += accum
+        return None
+
+    def _skipped(self, step: int, reason: str, writer) -> None:
+        message = f"{self.name}: {reason} at step {step}"
+        if self.tcfg.on_nonfinite == "stop":
+            raise FloatingPointError(f"{message}; nothing was updated (train.on_nonfinite=skip would skip the step)")
+        log.warning("%s: step skipped, weights unchanged", message)
+        self.scheduler.step()  # the LR schedule follows the step count
+        self._log({"step": step + 1, "skipped": reason}, writer)
+
+    # ------------------------------------------------------------------ the loop
+
     def fit(
         self,
         batches: Iterator[dict],
         eval_fn: Callable[[nn.Module], dict] | None = None,
         *,
-        start_step: int = 0,
+        start_step: int | None = None,
     ) -> list[dict]:
         """Run the loop; ``batches`` yields micro-batches; ``eval_fn(ema_task)`` returns validation metrics.
 
-        ``start_step`` > 0 continues a run restored by :meth:`load_checkpoint` (its metrics log is appended to).
+        A :class:`BatchStream` (``infinite_batches``) is sharded over the processes and positioned at the start
+        step; other iterators are used as they are (single process only). ``start_step``: continue a run restored
+        by :meth:`load_checkpoint`; None: 0, or the newest checkpoint's step when resuming.
         At the end the EMA weights are copied into the task, so the caller holds the averaged model.
         """
         from torch.utils.tensorboard import SummaryWriter
         from tqdm.auto import tqdm
 
         tcfg, acc = self.tcfg, self.accelerator
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        if not start_step:
-            (self.log_dir / "metrics.jsonl").unlink(missing_ok=True)
-        writer = SummaryWriter(str(self.log_dir / "tensorboard")) if acc.is_main_process else None
+        if start_step is None:
+            start_step = self._resume() if self.resume else 0
+        accum = tcfg.grad_accum
+        if isinstance(batches, BatchStream):
+            _, accum = distributed.batch_layout(batches.batch_size, tcfg.grad_accum, self.world)
+            batches.shard(rank=self.rank, world=self.world, accum=accum).seek(start_step)
+        elif self.world > 1:
+            raise ValueError("multi-process training needs a BatchStream (infinite_batches) to shard the data")
+        self._start_logs(start_step)
+        writer = None
+        if acc.is_main_process:
+            writer = SummaryWriter(str(self.log_dir / "tensorboard"), purge_step=start_step or None)
         bar = tqdm(range(start_step, tcfg.steps), desc=self.name, disable=not self.progress or not acc.is_main_process)
         start = time.perf_counter()
-        running: dict[str, float] = {}
         for step in bar:
             self.task.train()
-            for _ in range(tcfg.grad_accum):
-                with acc.autocast():
-                    loss, metrics = self.task(next(batches), step)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):  # checked per micro-batch, before any gradient is applied
-                    raise FloatingPointError(
-                        f"{self.name}: non-finite loss {loss_value} at step {step}; nothing was updated"
-                    )
-                acc.backward(loss / tcfg.grad_accum)
-                for key, value in metrics.items():
-                    running[key] = running.get(key, 0.0) + float(value) / (tcfg.grad_accum * tcfg.log_every)
-            if tcfg.grad_clip:
-                acc.clip_grad_norm_(self.task.parameters(), tcfg.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.ema.update()
+            reason = self._train_step(batches, step, accum)
+            if reason is not None:
+                self._skipped(step, reason, writer)
             done = step + 1
             if done % tcfg.log_every == 0 or done == tcfg.steps:
-                elapsed = time.perf_counter() - start
-                row = {"step": done, "lr": self.scheduler.get_last_lr()[0], "elapsed_s": round(elapsed, 2)}
-                row.update({k: round(v, 5) for k, v in running.items()})
+                metrics = self._averaged_metrics()
+                elapsed = round(time.perf_counter() - start, 2)
+                row = {"step": done, "lr": self.scheduler.get_last_lr()[0], "elapsed_s": elapsed}
+                row.update({k: round(v, 5) for k, v in metrics.items()})
                 self._log(row, writer)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in running.items() if k in ("loss", "acc")})
-                running = {}
+                bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in ("loss", "acc")})
             if eval_fn is not None and (done % tcfg.eval_every == 0 or done == tcfg.steps):
                 with torch.no_grad():
                     metrics = eval_fn(self.ema.ema_model.eval())
                 self._log({"step": done, **{f"val_{k}": v for k, v in metrics.items()}}, writer)
-                if self.progress:
+                if self.progress and acc.is_main_process:
                     bar.write(f"[{self.name}] step {done}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
             if tcfg.save_every and done % tcfg.save_every == 0 and done < tcfg.steps:
                 self.save_checkpoint(done)
@@ -160,45 +290,71 @@ class Trainer:
         self.raw_task.load_state_dict(self.ema.ema_model.state_dict())
         return self.history
 
-    def save_checkpoint(self, step: int) -> None:
-        """Weights (safetensors), optimiser state and step under ``log_dir/checkpoint`` (written atomically)."""
-        if not self.accelerator.is_main_process:
-            return
-        ckpt = self.log_dir / "checkpoint"
-        ckpt.mkdir(parents=True, exist_ok=True)
-        save_safetensors(self.accelerator.unwrap_model(self.task).state_dict(), ckpt / "model.safetensors")
-        save_safetensors(self.ema.ema_model.state_dict(), ckpt / "ema.safetensors")
-        tmp = ckpt / "optimizer.pt.tmp"
-        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}, tmp)
-        tmp.replace(ckpt / "optimizer.pt")
-        atomic_write_text(ckpt / "state.json", json.dumps({"step": step}))
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, step: int) -> Path:
+        """Everything an exact resume needs, as ``log_dir/checkpoints/step_<step>`` (collective; rank 0 writes)."""
+        model = self.accelerator.get_state_dict(self.task)
+        rng_tensors, rng_scalars = capture_all_ranks(self.generators)
+        path = step_path(self.checkpoint_dir, step)
+        if self.accelerator.is_main_process:
+            opt_tensors, opt_rest = split_optimizer_state(self.optimizer.state_dict())
+            state = {
+                "step": step,
+                "stage": self.name,
+                "world_size": self.world,
+                "optimizer": opt_rest,
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else None,
+                "ema": {"step": int(self.ema.step.item()), "initted": bool(self.ema.initted.item())},
+                "rng": rng_scalars,
+                "metrics_since_log": {"sums": self._sums, "count": self._count},
+            }
+            ema = self.ema.ema_model.state_dict()
+            parts = {"model": model, "ema": ema, "optimizer": opt_tensors, "rng": rng_tensors}
+            write_checkpoint(path, parts, state)
+            prune_checkpoints(self.checkpoint_dir, self.tcfg.keep_checkpoints)
+        distributed.barrier()
+        return path
 
     def load_checkpoint(self, ckpt: str | Path | None = None) -> int:
-        """Restore what :meth:`save_checkpoint` wrote (default ``log_dir/checkpoint``): weights and buffers of the
-        task and its EMA, optimiser and LR scheduler. Returns the step to pass to ``fit(start_step=...)``."""
-        ckpt = Path(ckpt) if ckpt is not None else self.log_dir / "checkpoint"
-        state_file = ckpt / "state.json"
-        if not state_file.is_file():
-            raise FileNotFoundError(f"no checkpoint to resume from: {state_file} is missing")
-        self.accelerator.unwrap_model(self.task).load_state_dict(load_safetensors(ckpt / "model.safetensors"))
-        self.ema.ema_model.load_state_dict(load_safetensors(ckpt / "ema.safetensors"))
-        opt = torch.load(ckpt / "optimizer.pt", map_location=self.device, weights_only=True)  # written by us
-        self.optimizer.load_state_dict(opt["optimizer"])
-        self.scheduler.load_state_dict(opt["scheduler"])
-        step = int(json.loads(state_file.read_text())["step"])
-        self.ema.step.fill_(step)
-        self.ema.initted.fill_(True)
+        """Restore a checkpoint (default: the newest valid one under ``log_dir/checkpoints``, damaged ones are
+        reported and skipped). Returns the step to pass to ``fit(start_step=...)``."""
+        if ckpt is not None:
+            state, parts = read_checkpoint(Path(ckpt))
+        else:
+            found = latest_checkpoint(self.checkpoint_dir)
+            if found is None:
+                raise FileNotFoundError(f"no checkpoint to resume from in {self.checkpoint_dir}")
+            _, state, parts = found
+        self.accelerator.unwrap_model(self.task).load_state_dict(parts["model"])
+        self.ema.ema_model.load_state_dict(parts["ema"])
+        self.optimizer.load_state_dict(join_optimizer_state(parts["optimizer"], state["optimizer"]))
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler") and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        self.ema.step.fill_(state["ema"]["step"])
+        self.ema.initted.fill_(state["ema"]["initted"])
+        if state["world_size"] != self.world:
+            log.warning("%s: checkpoint of %d processes, resuming with %d", self.name, state["world_size"], self.world)
+        restore_this_rank(parts["rng"], state["rng"], self.generators)
+        self._sums, self._count = dict(state["metrics_since_log"]["sums"]), state["metrics_since_log"]["count"]
+        return int(state["step"])
+
+    def _resume(self) -> int:
+        if not any(self.checkpoint_dir.glob("step_*")):
+            log.info("%s: no checkpoint in %s, starting at step 0", self.name, self.checkpoint_dir)
+            return 0
+        try:
+            step = self.load_checkpoint()
+        except FileNotFoundError:
+            log.warning("%s: no usable checkpoint in %s, starting at step 0", self.name, self.checkpoint_dir)
+            return 0
+        log.info("%s: resuming at step %d from %s", self.name, step, step_path(self.checkpoint_dir, step))
         return step
 
 
-def infinite_batches(dataset_len: int, batch_size: int, make_batch: Callable, seed: int) -> Iterator[dict]:
-    """Epochs of seeded random permutations, cut into full batches (an epoch's remainder is dropped):
-    yields ``make_batch(indices)`` forever."""
-    if dataset_len < 1:
-        raise ValueError("cannot train on an empty dataset")
-    generator = torch.Generator().manual_seed(seed)
-    size = min(batch_size, dataset_len)
-    while True:
-        perm = torch.randperm(dataset_len, generator=generator)
-        for i in range(0, dataset_len - size + 1, size):
-            yield make_batch(perm[i : i + size])
+def infinite_batches(dataset_len: int, batch_size: int, make_batch: Callable, seed: int) -> BatchStream:
+    """Epochs of seeded random permutations cut into global batches of ``batch_size`` (an epoch's remainder is
+    dropped), yielding ``make_batch(indices)`` forever; :meth:`Trainer.fit` shards it over processes."""
+    return BatchStream(dataset_len, batch_size, make_batch, seed)

