@@ -78,8 +78,10 @@ def report_run(
 
     cfg = model.cfg
     summary = json.loads((cfg.run_dir / "summary.json").read_text())
-    data = load_cosmos_data(cfg)
-    speed = measure_feature_cache_speedup(model, data.train, batch_size=cfg.autoencoder_train.batch_size)
+    speed = {}
+    if cfg.recipe == "cosmos":  # the stage-1 step whose input the feature cache replaces
+        data = load_cosmos_data(cfg)
+        speed = measure_feature_cache_speedup(model, data.train, batch_size=cfg.autoencoder_train.batch_size)
     judged = judge_against_untrained(model, num_samples=num_samples or cfg.sample.num_samples, seed=cfg.sample.seed)
     curves = plot_learning_curves(cfg.run_dir, out.with_name(out.stem + "_curves.png"), title=f"ldlm {config}")
     result = {
@@ -89,8 +91,9 @@ def report_run(
         "encoder": cfg.encoder.name,
         "dataset": cfg.data.dataset,
         "autoencoder_extra": cfg.data.autoencoder_extra,
+        "recipe": cfg.recipe,
         "heldout_token_accuracy": summary["heldout_token_accuracy"],
-        **{
+        **{  # stage timings differ by recipe (COSMOS: autoencoder + diffusion; LDLM: joint [+ decoder])
             k: summary[k]
             for k in (
                 "train_texts",
@@ -99,7 +102,10 @@ def report_run(
                 "train_minutes",
                 "autoencoder_minutes",
                 "diffusion_minutes",
+                "joint_minutes",
+                "decoder_minutes",
             )
+            if k in summary
         },
         **speed,
         **judged,
@@ -117,7 +123,9 @@ def report_run(
         print(f"[{i}] {text}")
     print(
         f"\nheld-out token accuracy {result['heldout_token_accuracy']:.3f} | judge ({judged['judge']}) PPL "
-        f"trained {judged['judge_ppl_trained']:.1f} vs untrained {judged['judge_ppl_untrained']:.1f} | "
-        f"feature cache speed-up {speed['feature_cache_speedup']:.1f}x\nwrote {out}"
+        f"trained {judged['judge_ppl_trained']:.1f} vs untrained {judged['judge_ppl_untrained']:.1f} "
+        f"(entropy {judged['trained_stats']['entropy']:.2f} vs {judged['untrained_stats']['entropy']:.2f})"
+        + (f" | feature cache speed-up {speed['feature_cache_speedup']:.1f}x" if speed else "")
+        + f"\nwrote {out}"
     )
     return result
