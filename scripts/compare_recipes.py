@@ -4,7 +4,8 @@ Usage (after training both CPU quickstarts on the same data and step budget)::
 
     HF_HUB_OFFLINE=1 ldlm quickstart                                   # COSMOS -> results/quickstart.json
     HF_HUB_OFFLINE=1 ldlm train ldlm_quick && HF_HUB_OFFLINE=1 ldlm report runs/ldlm_quick --out results/ldlm_quick.json
-    python scripts/compare_recipes.py --cosmos results/quickstart.json --ldlm results/ldlm_quick.json
+    HF_HUB_OFFLINE=1 ldlm evaluate runs/quickstart && HF_HUB_OFFLINE=1 ldlm evaluate runs/ldlm_quick -n 64   # MAUVE
+    python scripts/compare_recipes.py
 
 Optimiser steps count every training stage of the recipe (COSMOS: head pre-training + autoencoder +
 diffusion; LDLM: joint + token-decoder post-training), read from each run's resolved ``config.json``.
@@ -30,8 +31,8 @@ def training_steps(run_dir: Path, recipe: str) -> int:
     return sum(int(cfg.get(section, {}).get(key, 0) or 0) for section, key in STAGES[recipe])
 
 
-def row(report_path: Path, recipe: str) -> dict:
-    """The comparison figures of one `ldlm report` JSON."""
+def row(report_path: Path, recipe: str, evaluation: Path | None = None) -> dict:
+    """The comparison figures of one `ldlm report` JSON, plus MAUVE from an `ldlm evaluate` JSON if given."""
     rep = json.loads(report_path.read_text())
     if rep.get("recipe", "cosmos") != recipe:
         raise SystemExit(f"{report_path} is a {rep.get('recipe')!r} run, expected {recipe!r}")
@@ -49,8 +50,12 @@ def row(report_path: Path, recipe: str) -> dict:
         "train_minutes": rep["train_minutes"],
         "report": str(report_path),
     }
-    if "mauve" in rep:
-        out["mauve"] = rep["mauve"]
+    if evaluation is not None and evaluation.exists():
+        ev = json.loads(evaluation.read_text())
+        out["mauve"] = ev["model"]["mauve"]  # {mean, std, n} over seeds
+        out["mauve_reference"] = ev["reference"]["mauve"]
+        out["mauve_protocol"] = {k: ev["protocol"][k] for k in ("num_samples", "seeds", "mauve_max_len")}
+        out["evaluation"] = str(evaluation)
     return out
 
 
@@ -58,9 +63,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cosmos", type=Path, default=Path("results/quickstart.json"))
     parser.add_argument("--ldlm", type=Path, default=Path("results/ldlm_quick.json"))
+    parser.add_argument("--cosmos-eval", type=Path, default=Path("results/quickstart_report.json"))
+    parser.add_argument("--ldlm-eval", type=Path, default=Path("results/ldlm_quick_report.json"))
     parser.add_argument("--out", type=Path, default=Path("results/ldlm_vs_cosmos.json"))
     args = parser.parse_args()
-    result = {"cosmos": row(args.cosmos, "cosmos"), "ldlm": row(args.ldlm, "ldlm")}
+    result = {"cosmos": row(args.cosmos, "cosmos", args.cosmos_eval), "ldlm": row(args.ldlm, "ldlm", args.ldlm_eval)}
     atomic_write_json(args.out, result)
     for name, r in result.items():
         print(
