@@ -11,6 +11,7 @@ ldlm evaluate RUN_DIR [-n 128] [--seeds 0,1,2] [--paper]   judge PPL, MAUVE, Div
                                           for samples and real held-out texts -> results/NAME_report.{json,md,png}
 ldlm sweep RUN_DIR [--steps-list 10,25,50,100,200]         quality vs sampling steps -> JSON + PNG
 ldlm probe {interpolation,robustness,mismatch,trajectory,loss-t,all} RUN_DIR   latent-space probes -> JSON + PNG
+ldlm bench [--smoke] [--out results/bench.json]   sampling speed vs GPT-2, step cost, % of matmul peak -> JSON + PNG
 """
 
 from __future__ import annotations
@@ -187,6 +188,16 @@ def _add_judge_options(p: argparse.ArgumentParser, num_samples: int, seeds: str)
     p.add_argument("--out", default=None, help="JSON file to write (PNG/Markdown beside it)")
 
 
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from ldlm.benchmarks import run_benchmarks
+
+    if Path(args.out).suffix != ".json":
+        raise CLIError(f"--out {args.out!r} must end in .json (the PNG is written beside it)")
+    result = run_benchmarks(args.out, smoke=args.smoke)
+    print(json.dumps({k: v for k, v in result.items() if isinstance(v, float)}, indent=2))
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ldlm", description="Latent diffusion language models (COSMOS, LDLM)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -246,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out-dir", default="results", help="writes NAME_probe_PROBE.{json,png} here")
     p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser("bench", help="speed: latent sampling vs GPT-2, step cost, %% of matmul peak (JSON + PNG)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds (for tests/CI)")
+    p.add_argument("--out", default="results/bench.json", help="JSON file to write (a PNG is written beside it)")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("configs", help="list the presets")
     p.set_defaults(func=_cmd_configs)
