@@ -47,6 +47,22 @@ def test_adaptive_sampler_makes_the_loss_linear_in_the_new_time():
     assert sampler.probs.sum().item() == pytest.approx(1.0)
 
 
+def test_uniform_mix_floors_every_bin_and_keeps_the_loss_estimate():
+    pure = AdaptiveTimesteps(T_MAX, bins=100, refresh_every=20)
+    mixed = AdaptiveTimesteps(T_MAX, bins=100, refresh_every=20, uniform_mix=0.3)
+    _feed(pure, 400)
+    g = _feed(mixed, 400)
+    # the floor: no bin below m / N, although pure adaptive sampling starves the early bins
+    assert pure.probs[:10].min() < 0.3 / 100 / 3
+    assert mixed.sampling_probs().min() >= 0.3 / 100 - 1e-12
+    t = mixed.sample(200_000, g)
+    assert (t < 0.1).float().mean().item() >= 0.3 * 0.1 * 0.95
+    # importance weights undo the mixing: p still follows the loss increments of the pure sampler
+    assert (mixed.probs.cumsum(0) - pure.probs.cumsum(0)).abs().max().item() < 0.03
+    with pytest.raises(ValueError, match="uniform_mix"):
+        AdaptiveTimesteps(T_MAX, uniform_mix=1.5)
+
+
 def test_uniform_until_the_first_refresh_then_every_k_updates():
     sampler = AdaptiveTimesteps(T_MAX, bins=10, refresh_every=5)
     _feed(sampler, 4, noise=0.0)

@@ -110,6 +110,7 @@ class DiffusionConfig:
     adaptive_bins: int = 100  # equal bins of [0, t_max] for the adaptive sampler
     adaptive_refresh_every: int = 5000  # recompute the bin probabilities every this many updates
     adaptive_ema_decay: float = 0.99  # per-sample EMA decay of the loss estimate at each bin edge
+    adaptive_uniform_mix: float = 0.0  # beyond the paper: draw t from (1-m) p + m uniform, so no t goes untrained
 
 
 @dataclass
@@ -374,6 +375,7 @@ def validate(cfg: RunConfig) -> None:
     _check(diff.adaptive_bins >= 2, f"diffusion.adaptive_bins={diff.adaptive_bins} must be >= 2")
     _check(diff.adaptive_refresh_every >= 1, "diffusion.adaptive_refresh_every must be >= 1")
     _check(0.0 <= diff.adaptive_ema_decay < 1.0, "diffusion.adaptive_ema_decay must be in [0, 1)")
+    _check(0.0 <= diff.adaptive_uniform_mix <= 1.0, "diffusion.adaptive_uniform_mix must be in [0, 1]")
     _check(
         cfg.sample.sampler in ("euler", "euler_maruyama", "ddim"),
         f"sample.sampler={cfg.sample.sampler!r}: use euler | euler_maruyama | ddim",

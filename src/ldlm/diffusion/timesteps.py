@@ -35,21 +35,38 @@ class AdaptiveTimesteps(nn.Module):
     p_i = (L(u_{i+1}) - L(u_i)) / (L(u_N) - L(u_0)), then t ~ U(u_i, u_{i+1}], so the loss grows linearly in F(t).
 
     L(u_i) is an EMA of the loss at each bin edge; p is recomputed every ``refresh_every`` updates (uniform
-    until the first refresh). All state is in buffers, so it is saved and restored with the task's state_dict.
+    until the first refresh). ``uniform_mix`` = m draws from (1 - m) p + m / N, a floor beyond the paper (m = 0)
+    that keeps every t trained. All state is in buffers, so it is saved and restored with the task's state_dict.
     """
 
-    def __init__(self, t_max: float = 0.999, *, bins: int = 100, refresh_every: int = 5000, ema_decay: float = 0.99):
+    def __init__(
+        self,
+        t_max: float = 0.999,
+        *,
+        bins: int = 100,
+        refresh_every: int = 5000,
+        ema_decay: float = 0.99,
+        uniform_mix: float = 0.0,
+    ):
         super().__init__()
+        if not 0.0 <= uniform_mix <= 1.0:
+            raise ValueError(f"uniform_mix={uniform_mix} must be in [0, 1]")
         self.t_max, self.bins, self.refresh_every, self.ema_decay = t_max, bins, refresh_every, ema_decay
+        self.uniform_mix = uniform_mix
         f64 = dict(dtype=torch.float64)
         self.register_buffer("edge_loss", torch.zeros(bins + 1, **f64))  # EMA of L(u_i), (N+1,)
         self.register_buffer("edge_count", torch.zeros(bins + 1, **f64))  # samples seen near u_i (0: no estimate)
         self.register_buffer("probs", torch.full((bins,), 1.0 / bins, **f64))  # p_i, (N,)
         self.register_buffer("updates", torch.zeros((), **f64))  # update() calls so far
 
+    def sampling_probs(self) -> torch.Tensor:
+        """The bin probabilities actually drawn from, (N,): p mixed with the uniform floor."""
+        return (1.0 - self.uniform_mix) * self.probs + self.uniform_mix / self.bins
+
     def sample(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """t: (batch,) on the CPU: a bin by p, then uniform inside it."""
-        bin_idx = torch.multinomial(self.probs.detach().float().cpu(), batch, replacement=True, generator=generator)
+        """t: (batch,) on the CPU: a bin by the sampling probabilities, then uniform inside it."""
+        probs = self.sampling_probs().detach().float().cpu()
+        bin_idx = torch.multinomial(probs, batch, replacement=True, generator=generator)
         return (bin_idx + torch.rand(batch, generator=generator)) * (self.t_max / self.bins)
 
     @torch.no_grad()
@@ -67,7 +84,7 @@ class AdaptiveTimesteps(nn.Module):
         pos = (t / self.t_max * self.bins).clamp(0, self.bins)
         left = pos.floor().long().clamp(max=self.bins - 1)
         frac = pos - left
-        inv_density = 1.0 / (self.probs[left] * self.bins).clamp_min(1e-6)
+        inv_density = 1.0 / (self.sampling_probs()[left] * self.bins).clamp_min(1e-6)
         weights = torch.zeros(self.bins + 1, dtype=torch.float64, device=device)
         sums, counts = torch.zeros_like(weights), torch.zeros_like(weights)
         for edge, w in ((left, 1 - frac), (left + 1, frac)):
@@ -103,13 +120,21 @@ class AdaptiveTimesteps(nn.Module):
 
 
 def build_timestep_sampler(
-    name: str, t_max: float, *, bins: int = 100, refresh_every: int = 5000, ema_decay: float = 0.99
+    name: str,
+    t_max: float,
+    *,
+    bins: int = 100,
+    refresh_every: int = 5000,
+    ema_decay: float = 0.99,
+    uniform_mix: float = 0.0,
 ) -> UniformTimesteps | AdaptiveTimesteps:
     """Samplers by config name (``diffusion.timestep_sampler``); the keywords configure the adaptive one."""
     if name == "uniform":
         return UniformTimesteps(t_max)
     if name == "adaptive":
-        return AdaptiveTimesteps(t_max, bins=bins, refresh_every=refresh_every, ema_decay=ema_decay)
+        return AdaptiveTimesteps(
+            t_max, bins=bins, refresh_every=refresh_every, ema_decay=ema_decay, uniform_mix=uniform_mix
+        )
     raise ValueError(f"diffusion.timestep_sampler={name!r} is unknown: use uniform | adaptive")
 
 
@@ -121,4 +146,5 @@ def timestep_sampler_for(cfg) -> UniformTimesteps | AdaptiveTimesteps:
         bins=cfg.adaptive_bins,
         refresh_every=cfg.adaptive_refresh_every,
         ema_decay=cfg.adaptive_ema_decay,
+        uniform_mix=cfg.adaptive_uniform_mix,
     )
