@@ -4,6 +4,7 @@ ldlm train CONFIG [key.sub=value ...] [--resume]   train a preset (configs/) or 
                                           ldlm train quickstart autoencoder_train.steps=500
                                           (multi-GPU: torchrun --nproc_per_node N -m ldlm.cli train ...)
 ldlm sample RUN_DIR [-n 16] [--steps 200] [--seed 0] [--out samples.txt]
+ldlm sample RUN_DIR --source-file F [--guidance-scale 1] [--candidates k]   seq2seq: one output per source line
 ldlm quickstart [--out results/quickstart.json]
 ldlm report RUN_DIR --out results/NAME.json  judge samples vs an untrained twin, plot learning curves
 ldlm configs                              list the presets
@@ -47,12 +48,38 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     from ldlm.pipeline import LatentDiffusionLM
 
     model = LatentDiffusionLM.from_pretrained(args.run_dir, device=args.device)
-    texts = model.generate(args.num_samples, steps=args.steps, sampler=args.sampler, seed=args.seed)
-    for i, text in enumerate(texts):
-        print(f"[{i}] {text}")
+    if args.source_file:
+        texts = _sample_sources(model, args)
+    else:
+        texts = model.generate(args.num_samples, steps=args.steps, sampler=args.sampler, seed=args.seed)
+        for i, text in enumerate(texts):
+            print(f"[{i}] {text}")
     if args.out:
         atomic_write_text(args.out, "\n".join(texts) + "\n")
         print(f"wrote {len(texts)} samples to {args.out}", file=sys.stderr)
+
+
+def _sample_sources(model, args: argparse.Namespace) -> list[str]:
+    """Seq2seq sampling: the sources of ``--source-file`` (.txt lines or .jsonl ``--source-field``), one output each."""
+    from ldlm.data.registry import iter_file
+
+    path = Path(args.source_file)
+    if not path.is_file():
+        raise CLIError(f"--source-file {args.source_file!r} does not exist")
+    if not model.is_conditional:
+        raise CLIError(f"{args.run_dir} holds an unconditional model (recipe={model.cfg.recipe}): drop --source-file")
+    sources = list(iter_file(path, args.source_field))
+    texts = model.generate(
+        sources=sources,
+        steps=args.steps,
+        sampler=args.sampler,
+        seed=args.seed,
+        guidance_scale=args.guidance_scale,
+        num_candidates=args.candidates,
+    )
+    for i, (source, text) in enumerate(zip(sources, texts, strict=True)):
+        print(f"[{i}] {source}\n  -> {text}")
+    return texts
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> None:
@@ -127,6 +154,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from ldlm.evaluation.suite import evaluate_model
     from ldlm.evaluation.writer import write_report
 
+    if _run_recipe(args.run_dir) == "seq2seq":
+        return _cmd_evaluate_seq2seq(args)
     cfg = _suite_config(args)
     model, train, heldout = _load_for_evaluation(args)
     report = evaluate_model(model, train, heldout, cfg)
@@ -134,6 +163,57 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     for row in ("model", "reference"):
         print(f"{row:9s} {_summary_line(report[row])}")
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+
+
+def _run_recipe(run_dir: str) -> str | None:
+    """The recipe named in a run's saved config (None when unreadable: the loader then reports why)."""
+    for path in (Path(run_dir) / "model" / "config.json", Path(run_dir) / "config.json"):
+        try:
+            return json.loads(path.read_text()).get("recipe")
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _cmd_evaluate_seq2seq(args: argparse.Namespace) -> None:
+    """BLEU, ROUGE-1/2/L, BERTScore of a seq2seq run on its held-out pairs, with permuted-reference and copy-source
+    baselines -> results/NAME_seq2seq.json (or --out)."""
+    from ldlm.evaluation.seq2seq import evaluate_pairs
+    from ldlm.io import atomic_write_json
+    from ldlm.pipeline import LatentDiffusionLM
+    from ldlm.recipes.seq2seq import load_seq2seq_data
+
+    model = LatentDiffusionLM.from_pretrained(args.run_dir, device=args.device)
+    _, heldout = load_seq2seq_data(model.cfg)
+    result = evaluate_pairs(
+        model,
+        heldout,
+        num_pairs=args.num_samples,
+        steps=args.steps,
+        sampler=args.sampler,
+        seed=args.seeds[0],
+        guidance_scale=args.guidance_scale,
+        num_candidates=args.candidates,
+        bertscore_model=None if args.no_bertscore else args.bertscore_model,
+    )
+    summary_file = Path(args.run_dir) / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    result = {
+        "config": model.cfg.name,
+        "dataset": model.cfg.data.dataset,
+        "command": "ldlm " + " ".join(sys.argv[1:]),
+        "train_minutes": summary.get("train_minutes"),
+        "run_summary": summary,
+        **result,
+    }
+    out = args.out or f"results/{model.cfg.name}_seq2seq.json"
+    atomic_write_json(out, result)
+    print(
+        f"BLEU {result['bleu']:.2f} (permuted refs {result['bleu_permuted_refs']:.2f}, copy source "
+        f"{result['bleu_copy_source']:.2f}); ROUGE-L {result['rougeL']:.3f} (permuted "
+        f"{result['rougeL_permuted_refs']:.3f}); {result['num_pairs']} held-out pairs"
+    )
+    print(f"wrote {out}", file=sys.stderr)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
@@ -188,6 +268,11 @@ def _add_judge_options(p: argparse.ArgumentParser, num_samples: int, seeds: str)
     p.add_argument("--out", default=None, help="JSON file to write (PNG/Markdown beside it)")
 
 
+def _add_seq2seq_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--guidance-scale", type=float, default=None, help="seq2seq: classifier-free guidance (1: none)")
+    p.add_argument("--candidates", type=int, default=None, help="seq2seq: MBR over this many candidates per source")
+
+
 def _cmd_bench(args: argparse.Namespace) -> None:
     from ldlm.benchmarks import run_benchmarks
 
@@ -221,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="also write the texts here, one per line")
+    p.add_argument("--source-file", default=None, help="seq2seq: .txt (one source a line) or .jsonl of sources")
+    p.add_argument("--source-field", default="source", help="the .jsonl field holding the source")
+    _add_seq2seq_options(p)
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("quickstart", help="train a CPU-sized COSMOS on the offline news corpus, sample, judge")
@@ -241,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_judge_options(p, num_samples=128, seeds="0,1,2")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's config)")
     p.add_argument("--paper", action="store_true", help="the papers' scale: 1,000 samples x 5 seeds")
+    _add_seq2seq_options(p)
+    p.add_argument("--bertscore-model", default="minilm-l6", help="seq2seq: BERTScore model (short name or dir)")
+    p.add_argument("--no-bertscore", action="store_true", help="seq2seq: skip BERTScore")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("sweep", help="judge PPL, entropy and MAUVE against the number of sampling steps")

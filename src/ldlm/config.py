@@ -165,6 +165,21 @@ class SampleConfig:
 
 
 @dataclass
+class Seq2SeqConfig:
+    """Conditional generation (COSMOS App. C.1): source latents -> transformer encoder -> cross-attention in the
+    denoiser. Used by ``recipe: seq2seq``; targets have ``encoder.max_length`` tokens, sources their own length."""
+
+    source_max_length: int = 512  # source tokens (longer ones are truncated); encoded in encoder.max_length windows
+    source_template: str | None = None  # a row -> source text, e.g. "{answer} [SEP] {context}"; None: dataset default
+    target_field: str | None = None  # the row's target field; None: the dataset's default
+    encoder_layers: int = 12  # transformer encoder over the source latents (paper: 12)
+    init_from: str | None = None  # unconditional model (save_pretrained dir or run dir) that initialises the model
+    condition_dropout: float = 0.0  # classifier-free guidance (beyond the paper): drop the source for this share
+    guidance_scale: float = 1.0  # x0 = uncond + w (cond - uncond): 1 = conditional only (paper), 0 = unconditional
+    num_candidates: int = 1  # MBR decoding: k candidates per source, keep the one closest (BLEU) to the others
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     recipe: str = "cosmos"
@@ -181,6 +196,8 @@ class RunConfig:
     # LDLM: post-training of a fresh token decoder on the frozen system (App. B.2); steps=0: none
     decoder_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=0))
     sample: SampleConfig = field(default_factory=SampleConfig)
+    seq2seq: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
+    seq2seq_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=0))  # the conditional stage
 
     @property
     def run_dir(self) -> Path:
@@ -352,7 +369,10 @@ def _check(ok: bool, message: str) -> None:
 def validate(cfg: RunConfig) -> None:
     """Cross-field checks that would otherwise fail deep inside training."""
     ae, diff, enc = cfg.autoencoder, cfg.diffusion, cfg.encoder
-    _check(cfg.recipe in ("cosmos", "ldlm"), f"recipe={cfg.recipe!r} is unknown: use 'cosmos' or 'ldlm'")
+    _check(
+        cfg.recipe in ("cosmos", "ldlm", "seq2seq"),
+        f"recipe={cfg.recipe!r} is unknown: use 'cosmos', 'ldlm' or 'seq2seq'",
+    )
     _check(enc.max_length >= 4, f"encoder.max_length={enc.max_length} must be >= 4")
     _check(1 <= ae.num_latents, f"autoencoder.num_latents={ae.num_latents} must be >= 1")
     _check(ae.width % ae.heads == 0, f"autoencoder.width={ae.width} must be divisible by heads={ae.heads}")
@@ -383,6 +403,7 @@ def validate(cfg: RunConfig) -> None:
     _check(cfg.sample.steps >= 1, f"sample.steps={cfg.sample.steps} must be >= 1")
     _check(cfg.data.validation_size > 0, "data.validation_size must be > 0 (a fraction < 1 or a count)")
     _validate_ldlm(cfg)
+    _validate_seq2seq(cfg)
     if cfg.data.streaming:
         _check(
             cfg.recipe == "ldlm" and cfg.data.packing,
@@ -393,7 +414,7 @@ def validate(cfg: RunConfig) -> None:
             f"data.validation_size={cfg.data.validation_size}: with data.streaming it is a count of texts (the "
             "first ones of the stream), not a fraction",
         )
-    for stage in ("autoencoder_train", "diffusion_train", "joint_train", "decoder_train"):
+    for stage in ("autoencoder_train", "diffusion_train", "joint_train", "decoder_train", "seq2seq_train"):
         tc: TrainConfig = getattr(cfg, stage)
         _check(tc.steps >= 0, f"{stage}.steps={tc.steps} must be >= 0")
         _check(tc.batch_size >= 1, f"{stage}.batch_size={tc.batch_size} must be >= 1")
@@ -452,3 +473,24 @@ def _validate_ldlm(cfg: RunConfig) -> None:
             not cfg.data.autoencoder_extra,
             "data.autoencoder_extra is COSMOS-only: the LDLM recipe trains every part jointly on data.dataset",
         )
+
+
+def _validate_seq2seq(cfg: RunConfig) -> None:
+    """Seq2seq fields (COSMOS App. C.1 and the guidance/MBR options beyond it)."""
+    s2s = cfg.seq2seq
+    _check(s2s.source_max_length >= 4, f"seq2seq.source_max_length={s2s.source_max_length} must be >= 4")
+    _check(s2s.encoder_layers >= 0, f"seq2seq.encoder_layers={s2s.encoder_layers} must be >= 0")
+    _check(
+        0.0 <= s2s.condition_dropout < 1.0,
+        f"seq2seq.condition_dropout={s2s.condition_dropout} must be in [0, 1) (0: no guidance training)",
+    )
+    _check(s2s.guidance_scale >= 0, f"seq2seq.guidance_scale={s2s.guidance_scale} must be >= 0 (1: plain conditional)")
+    _check(s2s.num_candidates >= 1, f"seq2seq.num_candidates={s2s.num_candidates} must be >= 1 (1: no MBR)")
+    if s2s.source_template is not None:
+        _check("{" in s2s.source_template, f"seq2seq.source_template={s2s.source_template!r} names no {{field}}")
+    if cfg.recipe == "seq2seq":
+        _check(
+            cfg.seq2seq_train.steps > 0,
+            "recipe=seq2seq trains the conditional denoiser in seq2seq_train: set seq2seq_train.steps > 0",
+        )
+        _check(not cfg.data.packing and not cfg.data.streaming, "recipe=seq2seq reads pairs: set data.packing=false")

@@ -17,8 +17,10 @@ from torch import nn
 from ldlm.autoencoder import TextAutoencoder
 from ldlm.config import ConfigError, RunConfig, config_from_dict
 from ldlm.diffusion import build_denoiser, build_schedule, sample_latents
+from ldlm.diffusion.conditioning import guided_prediction
 from ldlm.encoders import FrozenEncoder
 from ldlm.io import WeightFileError, atomic_directory, atomic_write_json, load_safetensors, save_safetensors
+from ldlm.source_latents import encode_sources, num_source_latents
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -39,7 +41,14 @@ class LatentDiffusionLM(nn.Module):
             vocab_size=self.encoder.vocab_size,
         )
         n, d = cfg.autoencoder.num_latents, self.autoencoder.latent_dim
-        self.denoiser = build_denoiser(cfg.diffusion, latent_dim=d, num_latents=n)
+        seq2seq = cfg.recipe == "seq2seq"  # source-conditioned denoiser (COSMOS App. C.1)
+        self.denoiser = build_denoiser(
+            cfg.diffusion,
+            latent_dim=d,
+            num_latents=n,
+            condition_layers=cfg.seq2seq.encoder_layers if seq2seq else None,
+            source_latents=num_source_latents(cfg) if seq2seq else 0,
+        )
         self.schedule = build_schedule(cfg.diffusion.schedule, cfg.diffusion.schedule_d, cfg.diffusion.t_max)
         # COSMOS: diffusion runs on per-(position, feature) standardised latents (z - mu) / sigma.
         self.register_buffer("latent_mean", torch.zeros(n, d))
@@ -52,6 +61,11 @@ class LatentDiffusionLM(nn.Module):
     @property
     def latent_shape(self) -> tuple[int, int]:
         return tuple(self.latent_mean.shape)
+
+    @property
+    def is_conditional(self) -> bool:
+        """Whether the denoiser reads a source (a ``recipe: seq2seq`` model)."""
+        return bool(getattr(self.denoiser, "conditional", False))
 
     # ------------------------------------------------------------------ save / load
 
@@ -180,20 +194,37 @@ class LatentDiffusionLM(nn.Module):
         sampler: str | None = None,
         seed: int | None = None,
         batch_size: int | None = None,
+        sources: list[str] | None = None,
+        guidance_scale: float | None = None,
     ) -> torch.Tensor:
-        """Sample normalised latents (num_samples, N, d) with the configured (or given) sampler."""
+        """Sample normalised latents (num_samples, N, d) with the configured (or given) sampler; with ``sources``
+        one latent per source (num_samples is ignored), guided by ``guidance_scale`` (default: the config's)."""
         sc = self.cfg.sample
         steps = sc.steps if steps is None else steps
         sampler = sampler or sc.sampler
         batch_size = batch_size or sc.batch_size
         generator = torch.Generator().manual_seed(sc.seed if seed is None else seed)
         self.eval()
+        src = src_mask = None
+        if sources is not None:
+            if not self.is_conditional:
+                raise ValueError(
+                    f"model {self.cfg.name!r} (recipe={self.cfg.recipe}) was trained without sources and cannot "
+                    "condition on them: train a seq2seq preset (ldlm configs), or call generate() without sources"
+                )
+            src, src_mask = encode_sources(self, list(sources))
+            num_samples = src.shape[0]
+        scale = self.cfg.seq2seq.guidance_scale if guidance_scale is None else guidance_scale
         out = []
         for start in range(0, num_samples, batch_size):
             b = min(batch_size, num_samples - start)
+            denoise = self.denoiser
+            if src is not None:
+                cond = self.denoiser.encode_condition(src[start : start + b], src_mask[start : start + b])
+                denoise = lambda z, t, x0, cond=cond: guided_prediction(self.denoiser, z, t, x0, cond, scale)  # noqa: E731
             out.append(
                 sample_latents(
-                    self.denoiser,
+                    denoise,
                     self.schedule,
                     (b, *self.latent_shape),
                     steps=steps,
@@ -212,9 +243,26 @@ class LatentDiffusionLM(nn.Module):
         sampler: str | None = None,
         seed: int | None = None,
         batch_size: int | None = None,
+        sources: list[str] | None = None,
+        guidance_scale: float | None = None,
+        num_candidates: int | None = None,
     ) -> list[str]:
-        """Sample ``num_samples`` texts; same seed, same texts."""
-        if num_samples < 1:
-            raise ValueError(f"num_samples={num_samples} must be >= 1")
-        latents = self.generate_latents(num_samples, steps=steps, sampler=sampler, seed=seed, batch_size=batch_size)
-        return self.decode(latents)
+        """Sample ``num_samples`` texts; same seed, same texts. With ``sources`` (a seq2seq model): one text per
+        source, the MBR choice among ``num_candidates`` (default: ``seq2seq.num_candidates``) when above 1."""
+        if sources is None:
+            if num_samples < 1:
+                raise ValueError(f"num_samples={num_samples} must be >= 1")
+            latents = self.generate_latents(num_samples, steps=steps, sampler=sampler, seed=seed, batch_size=batch_size)
+            return self.decode(latents)
+        k = num_candidates or self.cfg.seq2seq.num_candidates
+        repeated = [s for s in sources for _ in range(k)]  # k candidates per source, adjacent
+        latents = self.generate_latents(
+            0, steps=steps, sampler=sampler, seed=seed, batch_size=batch_size, sources=repeated,
+            guidance_scale=guidance_scale,
+        )  # fmt: skip
+        texts = self.decode(latents)
+        if k == 1:
+            return texts
+        from ldlm.mbr import mbr_select
+
+        return mbr_select([texts[i : i + k] for i in range(0, len(texts), k)])

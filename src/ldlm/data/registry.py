@@ -277,7 +277,8 @@ def list_datasets() -> dict[str, str]:
 # --- local files ---------------------------------------------------------------------------------------
 
 
-def _iter_jsonl(path: Path, field: str) -> Iterator[str]:
+def iter_json_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line of a JSON-lines file; a bad line is a DatasetError naming it."""
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -286,12 +287,18 @@ def _iter_jsonl(path: Path, field: str) -> Iterator[str]:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DatasetError(f"{path}, line {lineno}: not valid JSON ({e.msg})") from e
-            if not isinstance(row, dict) or field not in row:
-                keys = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise DatasetError(f"{path}, line {lineno}: no field {field!r} (found {keys}); set the field name")
-            if not isinstance(row[field], str):
-                raise DatasetError(f"{path}, line {lineno}: field {field!r} is {type(row[field]).__name__}, not text")
-            yield row[field]
+            if not isinstance(row, dict):
+                raise DatasetError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}")
+            yield lineno, row
+
+
+def _iter_jsonl(path: Path, field: str) -> Iterator[str]:
+    for lineno, row in iter_json_rows(path):
+        if field not in row:
+            raise DatasetError(f"{path}, line {lineno}: no field {field!r} (found {sorted(row)}); set the field name")
+        if not isinstance(row[field], str):
+            raise DatasetError(f"{path}, line {lineno}: field {field!r} is {type(row[field]).__name__}, not text")
+        yield row[field]
 
 
 def _read_jsonl(path: Path, field: str) -> list[str]:

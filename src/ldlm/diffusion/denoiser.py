@@ -7,6 +7,10 @@ projected to the width plus learned positions, and return the x0 prediction (sam
 - ``dit`` (LDLM, Peebles & Xie 2023): every block is conditioned on t by adaLN-Zero, i.e. LayerNorm
   without affine, then ``x * (1 + scale(t)) + shift(t)``, and each residual branch multiplied by a
   gate ``g(t)`` initialised to zero, so every block starts as the identity.
+
+Seq2seq (COSMOS App. C.1): built with ``condition_layers``, either denoiser also owns a ``condition_encoder`` and
+one cross-attention layer after every block (``cross``, see :mod:`ldlm.diffusion.conditioning`); ``cond=None``
+skips them, which is exactly the unconditional denoiser with the same shared weights.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ldlm.config import DiffusionConfig
+from ldlm.diffusion.conditioning import Condition, ConditionEncoder, CrossAttention
 from ldlm.perceiver import MLP
 
 
@@ -50,9 +55,18 @@ class SelfAttentionBlock(nn.Module):
 
 
 class _DenoiserStem(nn.Module):
-    """Shared input side: ``[z_t ; x0_prev]`` -> width, plus learned positions; t -> conditioning vector."""
+    """Shared input side: ``[z_t ; x0_prev]`` -> width, plus learned positions; t -> conditioning vector.
+    With ``condition_layers`` (not None): a source encoder and a cross-attention layer per block (seq2seq)."""
 
-    def __init__(self, cfg: DiffusionConfig, *, latent_dim: int, num_latents: int):
+    def __init__(
+        self,
+        cfg: DiffusionConfig,
+        *,
+        latent_dim: int,
+        num_latents: int,
+        condition_layers: int | None = None,
+        source_latents: int = 0,
+    ):
         super().__init__()
         width = cfg.width
         self.latent_dim = latent_dim
@@ -60,6 +74,33 @@ class _DenoiserStem(nn.Module):
         self.pos = nn.Parameter(torch.randn(num_latents, width) * 0.02)
         self.time_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         self.proj_out = nn.Linear(width, latent_dim)
+        self.conditional = condition_layers is not None
+        if self.conditional:
+            self.condition_encoder = ConditionEncoder(
+                latent_dim=latent_dim,
+                width=width,
+                heads=cfg.heads,
+                layers=condition_layers,
+                max_sources=source_latents,
+                mlp_ratio=cfg.mlp_ratio,
+            )
+            self.cross = nn.ModuleList(CrossAttention(width, cfg.heads) for _ in range(cfg.layers))
+
+    def encode_condition(
+        self, src: torch.Tensor, src_mask: torch.Tensor, keep: torch.Tensor | None = None
+    ) -> Condition:
+        """Source latents (B, S, d), mask (B, S), per-sample keep flags (B,) -> the :class:`Condition` to pass."""
+        if not self.conditional:
+            raise ValueError("this denoiser was built without source conditioning (an unconditional model)")
+        return self.condition_encoder(src, src_mask, keep)
+
+    def attend(self, i: int, x: torch.Tensor, cond: Condition | None) -> torch.Tensor:
+        """Block ``i``'s cross-attention to the source (identity when ``cond`` is None): (B, N, W)."""
+        if cond is None:
+            return x
+        if not self.conditional:
+            raise ValueError("a source was given to a denoiser built without source conditioning")
+        return self.cross[i](x, cond)
 
     def embed(self, z_t: torch.Tensor, t: torch.Tensor, x0_prev: torch.Tensor | None) -> tuple:
         """-> (x (B, N, W), c (B, W)); an absent ``x0_prev`` is zeros."""
@@ -72,16 +113,18 @@ class _DenoiserStem(nn.Module):
 class TransformerDenoiser(_DenoiserStem):
     """z_t, x0_prev: (B, N, d), t: (B,) -> x0_hat: (B, N, d); t is added to the input once."""
 
-    def __init__(self, cfg: DiffusionConfig, *, latent_dim: int, num_latents: int):
-        super().__init__(cfg, latent_dim=latent_dim, num_latents=num_latents)
+    def __init__(self, cfg: DiffusionConfig, **kw):
+        super().__init__(cfg, **kw)
         self.blocks = nn.ModuleList(SelfAttentionBlock(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
         self.norm_out = nn.LayerNorm(cfg.width)
 
-    def forward(self, z_t: torch.Tensor, t: torch.Tensor, x0_prev: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, z_t: torch.Tensor, t: torch.Tensor, x0_prev: torch.Tensor | None = None, cond: Condition | None = None
+    ) -> torch.Tensor:
         x, c = self.embed(z_t, t, x0_prev)
         x = x + c.unsqueeze(1)
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            x = self.attend(i, block(x), cond)
         return self.proj_out(self.norm_out(x))
 
 
@@ -113,8 +156,8 @@ class DiTBlock(nn.Module):
 class DiTDenoiser(_DenoiserStem):
     """DiT on the latent sequence: z_t, x0_prev: (B, N, d), t: (B,) -> x0_hat: (B, N, d)."""
 
-    def __init__(self, cfg: DiffusionConfig, *, latent_dim: int, num_latents: int):
-        super().__init__(cfg, latent_dim=latent_dim, num_latents=num_latents)
+    def __init__(self, cfg: DiffusionConfig, **kw):
+        super().__init__(cfg, **kw)
         width = cfg.width
         self.blocks = nn.ModuleList(DiTBlock(width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
         self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
@@ -122,10 +165,12 @@ class DiTDenoiser(_DenoiserStem):
         nn.init.zeros_(self.ada_out[1].weight)
         nn.init.zeros_(self.ada_out[1].bias)
 
-    def forward(self, z_t: torch.Tensor, t: torch.Tensor, x0_prev: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, z_t: torch.Tensor, t: torch.Tensor, x0_prev: torch.Tensor | None = None, cond: Condition | None = None
+    ) -> torch.Tensor:
         x, c = self.embed(z_t, t, x0_prev)
-        for block in self.blocks:
-            x = block(x, c)
+        for i, block in enumerate(self.blocks):
+            x = self.attend(i, block(x, c), cond)
         shift, scale = self.ada_out(c).unsqueeze(1).chunk(2, dim=-1)
         return self.proj_out(self.norm_out(x) * (1 + scale) + shift)
 
@@ -133,10 +178,24 @@ class DiTDenoiser(_DenoiserStem):
 DENOISERS = {"transformer": TransformerDenoiser, "dit": DiTDenoiser}
 
 
-def build_denoiser(cfg: DiffusionConfig, *, latent_dim: int, num_latents: int) -> nn.Module:
+def build_denoiser(
+    cfg: DiffusionConfig,
+    *,
+    latent_dim: int,
+    num_latents: int,
+    condition_layers: int | None = None,
+    source_latents: int = 0,
+) -> nn.Module:
+    """The configured denoiser; ``condition_layers`` (not None) adds source conditioning over ``source_latents``."""
     if cfg.denoiser not in DENOISERS:
         raise ValueError(f"diffusion.denoiser={cfg.denoiser!r} is unknown: use {' | '.join(DENOISERS)}")
-    return DENOISERS[cfg.denoiser](cfg, latent_dim=latent_dim, num_latents=num_latents)
+    return DENOISERS[cfg.denoiser](
+        cfg,
+        latent_dim=latent_dim,
+        num_latents=num_latents,
+        condition_layers=condition_layers,
+        source_latents=source_latents,
+    )
 
 
 def diffusion_loss(
@@ -147,17 +206,19 @@ def diffusion_loss(
     *,
     self_condition_prob: float,
     generator: torch.Generator | None = None,
+    cond: Condition | None = None,
 ) -> torch.Tensor:
     """x0-prediction MSE ``||z_0 - f(z_t, t)||^2`` per sample (B,), with self-conditioning.
 
     With probability ``self_condition_prob`` the batch first gets an estimate without self-conditioning
-    (no gradient), which is then fed as ``x0_prev`` to the prediction that is trained.
+    (no gradient), which is then fed as ``x0_prev`` to the prediction that is trained. ``cond``: the source.
     """
     eps = torch.randn(z0.shape, generator=generator).to(z0.device)
     z_t = schedule.add_noise(z0, t, eps)
+    extra = {} if cond is None else {"cond": cond}
     x0_prev = None
     if self_condition_prob > 0 and torch.rand((), generator=generator).item() < self_condition_prob:
         with torch.no_grad():
-            x0_prev = denoiser(z_t, t).detach()
-    pred = denoiser(z_t, t, x0_prev)
+            x0_prev = denoiser(z_t, t, **extra).detach()
+    pred = denoiser(z_t, t, x0_prev, **extra)
     return ((pred - z0) ** 2).mean(dim=tuple(range(1, z0.dim())))

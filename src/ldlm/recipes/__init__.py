@@ -1,8 +1,9 @@
-"""Training recipes: ways of training the same parts (COSMOS two-stage; LDLM joint)."""
+"""Training recipes: ways of training the same parts (COSMOS two-stage; LDLM joint; seq2seq conditional)."""
 
 from ldlm.recipes.cosmos import train_cosmos
 from ldlm.recipes.ldlm import train_ldlm
+from ldlm.recipes.seq2seq import train_seq2seq
 
-RECIPES = {"cosmos": train_cosmos, "ldlm": train_ldlm}
+RECIPES = {"cosmos": train_cosmos, "ldlm": train_ldlm, "seq2seq": train_seq2seq}
 
-__all__ = ["RECIPES", "train_cosmos", "train_ldlm"]
+__all__ = ["RECIPES", "train_cosmos", "train_ldlm", "train_seq2seq"]

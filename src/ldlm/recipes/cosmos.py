@@ -299,16 +299,28 @@ def fit_latent_stats(model: LatentDiffusionLM, z: torch.Tensor) -> None:
 
 
 class DiffusionTask(nn.Module):
-    """Stage-2 objective: x0-prediction MSE with self-conditioning, t from the configured sampler."""
+    """Stage-2 objective: x0-prediction MSE with self-conditioning, t from the configured sampler. Batches with a
+    source (``src`` (B, S, d), ``src_mask`` (B, S)) train the seq2seq denoiser, dropping the source for a share
+    ``condition_dropout`` of the samples (classifier-free guidance)."""
 
-    def __init__(self, model: LatentDiffusionLM, seed: int):
+    def __init__(self, model: LatentDiffusionLM, seed: int, condition_dropout: float = 0.0):
         super().__init__()
         self.denoiser = model.denoiser
         self.schedule = model.schedule
         dc = model.cfg.diffusion
         self.self_condition_prob = dc.self_condition_prob
+        self.condition_dropout = condition_dropout
         self.timesteps = timestep_sampler_for(dc)
         self.generator = torch.Generator().manual_seed(seed)
+
+    def condition(self, batch: dict, device: torch.device):
+        """The batch's encoded source with per-sample keep flags, or None for unconditional batches."""
+        if "src" not in batch:
+            return None
+        keep = None
+        if self.condition_dropout > 0:
+            keep = (torch.rand(batch["src"].shape[0], generator=self.generator) >= self.condition_dropout).to(device)
+        return self.denoiser.encode_condition(batch["src"].to(device), batch["src_mask"].to(device), keep)
 
     def forward(self, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
         z0 = batch["z"].to(self.denoiser.pos.device)
@@ -320,21 +332,27 @@ class DiffusionTask(nn.Module):
             t,
             self_condition_prob=self.self_condition_prob,
             generator=self.generator,
+            cond=self.condition(batch, z0.device),
         )
         self.timesteps.update(t.detach(), per_sample.detach())
         return per_sample.mean(), {"loss": per_sample.mean().item()}
 
 
 @torch.no_grad()
-def validation_diffusion_loss(denoiser: nn.Module, schedule, z0: torch.Tensor, num_t: int = 8) -> dict[str, float]:
-    """Mean x0-MSE on held-out latents at a fixed grid of t (deterministic noise): comparable across steps."""
+def validation_diffusion_loss(
+    denoiser: nn.Module, schedule, z0: torch.Tensor, num_t: int = 8, source: tuple | None = None
+) -> dict[str, float]:
+    """Mean x0-MSE on held-out latents at a fixed grid of t (deterministic noise): comparable across steps.
+    ``source``: (src (B, S, d), src_mask (B, S)) for a seq2seq denoiser."""
     generator = torch.Generator().manual_seed(1234)
     device = next(denoiser.parameters()).device
     z0 = z0.to(device)
+    cond = None if source is None else denoiser.encode_condition(source[0].to(device), source[1].to(device))
     losses = []
     for t_val in torch.linspace(0.05, 0.95, num_t):
         t = torch.full((z0.shape[0],), float(t_val), device=device)
-        losses.append(diffusion_loss(denoiser, schedule, z0, t, self_condition_prob=0.0, generator=generator).mean())
+        loss = diffusion_loss(denoiser, schedule, z0, t, self_condition_prob=0.0, generator=generator, cond=cond)
+        losses.append(loss.mean())
     return {"loss": torch.stack(losses).mean().item()}
 
 
