@@ -1,4 +1,5 @@
-"""``ldlm bench --smoke``: the benchmark runs end to end in seconds and writes sane JSON + PNG (no timing asserts)."""
+"""``ldlm bench --smoke``: the benchmark runs end to end in seconds and writes sane JSON, PNG and Markdown (no
+timing asserts)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ def _positive(x) -> bool:
 
 def test_bench_smoke_writes_json_and_png(tmp_path):
     out = tmp_path / "bench.json"
+    (tmp_path / "quickstart.json").write_text(json.dumps({"peak_rss_gib": 2.25}))  # as `ldlm quickstart` writes it
     result = run_benchmarks(out, smoke=True)
     assert json.loads(out.read_text()).keys() == result.keys()
     assert out.with_suffix(".png").stat().st_size > 0
+    assert "| cosmos autoencoder | tiny | on |" in out.with_suffix(".md").read_text()
+    assert result["quickstart_peak_rss_gib"] == 2.25 and "quickstart.json" in result["notes"]["quickstart_peak_rss_gib"]
     lo, mid = BenchConfig.smoke_config().lengths[:2]
     for key in (
         "matmul_peak_gflops",
@@ -26,6 +30,7 @@ def test_bench_smoke_writes_json_and_png(tmp_path):
         "step_cost_ratio_token_over_latent",
         "denoiser_fraction_of_peak",
         "bench_peak_rss_gib",
+        "quickstart_shaped_training_peak_rss_gib",
     ):
         assert _positive(result[key]), key
     assert {"cpu", "torch_threads", "torch"} <= set(result["machine"])
@@ -33,6 +38,22 @@ def test_bench_smoke_writes_json_and_png(tmp_path):
     rows = result["sampling"]["rows"] + result["step_cost"] + result["denoiser_flops"]
     assert all(_positive(v) for row in rows for v in row.values())
     assert _positive(result["sampling"]["latent_params"]) and _positive(result["sampling"]["ar_params"])
+    _check_training(result["training"])
+
+
+def _check_training(training: dict) -> None:
+    names = [row["name"] for row in training["rows"]]
+    assert names == [
+        "cosmos_autoencoder_cached",
+        "cosmos_autoencoder_uncached",
+        "cosmos_diffusion",
+        "ldlm_joint_cached",
+        "ldlm_joint_uncached",
+    ]
+    for row in training["rows"]:
+        assert _positive(row["samples_per_s"]) and _positive(row["peak_rss_gib"]), row
+        assert row["steps"] == 2 and row["at_step"] == 10  # the middle of the tiny presets' 20-step stages
+    assert set(training["feature_cache_speedup"]) == {"cosmos_autoencoder", "ldlm_joint"}
 
 
 def test_bench_cli_rejects_non_json_out(tmp_path, capsys):

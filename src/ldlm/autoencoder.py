@@ -92,8 +92,18 @@ class TextAutoencoder(nn.Module):
         return self.head(self.token_features(h_hat, mask))
 
     def decode_tokens(self, z: torch.Tensor, length: int) -> torch.Tensor:
-        """z: (B, N, d) -> argmax token ids (B, length)."""
-        return self.logits(self.decode_hidden(z, length)).argmax(-1)
+        """z: (B, N, d) -> argmax token ids (B, length), without holding the (B, length, V) logits."""
+        return head_argmax(self.head, self.token_features(self.decode_hidden(z, length)))
+
+
+def head_argmax(head: nn.Linear, h: torch.Tensor, rows: int = 1024) -> torch.Tensor:
+    """argmax over the vocabulary of ``head(h)``: (..., D) -> (...) ids, ``rows`` positions at a time.
+
+    Same ids as ``head(h).argmax(-1)``; at most ``rows x V`` float logits exist at once (not ``B x L x V``).
+    """
+    flat = h.reshape(-1, h.shape[-1])
+    ids = [head(part).argmax(-1) for part in flat.split(rows)]
+    return torch.cat(ids).view(h.shape[:-1])
 
 
 # ---------------------------------------------------------------------- training signals (Sec. 4.2.2)

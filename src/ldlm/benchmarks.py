@@ -1,5 +1,6 @@
 """Speed benchmarks (issue 6): latent sampling vs an autoregressive GPT-2, latent vs token-level diffusion step,
-denoiser FLOP/s vs the measured fp32 matmul peak. Random weights throughout: speed only.
+denoiser FLOP/s vs the measured fp32 matmul peak (random weights: speed only), training throughput and peak
+memory of each recipe (:mod:`ldlm.throughput`), and the quickstart's peak RSS read from its report.
 
 FLOPs of one denoiser forward (multiply-add = 2 FLOPs), batch B, positions n = B*N, width W, MLP width rW,
 latent dim d, layers Ly: ``Ly * (2n(3W^2 + W^2 + 2rW^2) + 4nNW + 12BW^2) + 2n(2dW + Wd) + 4BW^2 + 4BW^2``,
@@ -11,9 +12,9 @@ The peak is the best fp32 GFLOP/s of square torch.matmul over ``peak_sizes`` (2 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -22,10 +23,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ldlm.autoencoder import head_argmax
+from ldlm.bench_report import bench_markdown, plot_bench
 from ldlm.config import DiffusionConfig
 from ldlm.diffusion import build_denoiser, build_schedule, sample_latents
-from ldlm.io import atomic_write_json
+from ldlm.io import atomic_write_json, atomic_write_text
+from ldlm.memory import peak_rss_gib
 from ldlm.perceiver import PerceiverResampler
+from ldlm.throughput import bench_training
+
+STEPS_NOTE = (
+    "the full run samples with T=200 steps because COSMOS samples with 200 uniform Euler steps (App. C.1), the "
+    "setting of its Table 4 timing (512 samples, A100, bf16; COSMOS_N=128: 35.1 s at L=128, 36.6 s at L=512, N=128)"
+)
 
 
 @dataclasses.dataclass
@@ -34,7 +44,7 @@ class BenchConfig:
 
     lengths: tuple[int, ...] = (128, 512, 1024)
     batch: int = 8
-    steps: int = 50
+    steps: int = 200  # COSMOS App. C.1: 200 Euler steps, the setting of its Table 4 timing
     num_latents: int = 16
     latent_dim: int = 256
     width: int = 256
@@ -48,14 +58,20 @@ class BenchConfig:
     peak_sizes: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
     warmup: int = 1
     repeats: int = 3
+    train_presets: tuple[str, str] = ("quickstart", "ldlm_quick")  # (COSMOS, LDLM) shapes of the training rows
+    train_warmup: int = 3
+    train_steps: int = 20
+    threads: int | None = None  # torch intra-op threads (None: torch's default, all cores)
     smoke: bool = False
 
     @classmethod
     def smoke_config(cls) -> BenchConfig:
+        """Tiny sizes on one thread (tiny ops on a busy CPU crawl with more): seconds, for tests and CI."""
         return cls(
             lengths=(16, 32, 64), batch=2, steps=2, num_latents=4, latent_dim=16, width=32, layers=2, heads=2,
             decoder_blocks=1, vocab=500, step_length=32, step_latents=(4,), flops_batches=(1, 4), peak_sizes=(64, 256),
-            warmup=1, repeats=1, smoke=True,
+            warmup=1, repeats=1, train_presets=("tiny", "ldlm_tiny"), train_warmup=1, train_steps=2, threads=1,
+            smoke=True,
         )  # fmt: skip
 
 
@@ -122,9 +138,9 @@ def bench_sampling(c: BenchConfig) -> dict:
     gpt2, gpt2_layers = _gpt2(c, latent_params)
     prompt = torch.zeros(c.batch, 1, dtype=torch.long)
 
-    def latent(length: int) -> torch.Tensor:
+    def latent(length: int) -> torch.Tensor:  # the pipeline's path: T denoiser calls, then one decode
         z = sample_latents(denoiser, schedule, (c.batch, c.num_latents, c.latent_dim), steps=c.steps)
-        return head(decoder(z, num_outputs=length)).argmax(-1)
+        return head_argmax(head, decoder(z, num_outputs=length))
 
     def autoregressive(length: int) -> torch.Tensor:
         return gpt2.generate(
@@ -192,19 +208,28 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def run_benchmarks(out: str | Path = "results/bench.json", *, smoke: bool = False) -> dict:
-    """Run all three benchmarks in this process; write JSON (atomically) and a PNG beside it; return the JSON."""
-    c = BenchConfig.smoke_config() if smoke else BenchConfig()
-    torch.manual_seed(0)
-    start = time.perf_counter()
+def quickstart_rss(report: Path) -> tuple[float | None, str]:
+    """``peak_rss_gib`` of the quickstart report ``report`` and where it came from (or why there is none)."""
+    if not report.is_file():
+        return None, f"{report} not found: run `ldlm quickstart` (it records its peak RSS)"
+    value = json.loads(report.read_text()).get("peak_rss_gib")
+    if value is None:
+        return None, f"{report} has no peak_rss_gib (written before quickstart recorded it): re-run `ldlm quickstart`"
+    return value, f"{report}: peak RSS of the whole `ldlm quickstart` process (training, sampling, judging)"
+
+
+def _measure(c: BenchConfig) -> dict:
+    """Every benchmark of ``c`` in this process (training before sampling, so the training rows start lean)."""
     matmul = {str(size): matmul_gflops(size, c.warmup, c.repeats) for size in c.peak_sizes}
     peak = max(matmul.values())  # the best square fp32 matmul: cache effects make the largest not always the peak
+    training = bench_training(*c.train_presets, warmup=c.train_warmup, steps=c.train_steps)
     sampling = bench_sampling(c)
     steps = bench_step_cost(c)
     flops = bench_flops(c, peak)
     by_len = {r["length"]: r for r in sampling["rows"]}
     lo, mid = c.lengths[0], c.lengths[1]
-    result = {
+    shaped = [r["peak_rss_gib"] for r in training["rows"] if r["preset"] == c.train_presets[0]]
+    return {
         "config": dataclasses.asdict(c),
         "machine": machine_info(),
         "matmul_peak_gflops": peak,
@@ -216,42 +241,46 @@ def run_benchmarks(out: str | Path = "results/bench.json", *, smoke: bool = Fals
         "step_cost_ratio_token_over_latent": steps[-1]["ratio"],
         "denoiser_flops": flops,
         "denoiser_fraction_of_peak": flops[-1]["fraction_of_peak"],
-        "bench_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "total_seconds": time.perf_counter() - start,
+        "training": training,
+        "quickstart_shaped_training_peak_rss_gib": max(shaped) if None not in shaped else None,
     }
+
+
+NOTES = {
+    "sampling": "latent: T denoiser calls under torch.inference_mode, then one Perceiver decoder pass and the "
+    "vocabulary head's argmax (1024 positions at a time); AR: GPT-2 generate with KV cache, exactly L new tokens",
+    "training": "short real runs of each stage (ldlm.throughput): the presets' shapes and batch sizes, "
+    "train_warmup + train_steps steps from the middle of the stage, samples/s over train_steps; peak_rss_gib is "
+    "the process's peak RSS over that row's loop (reset before it), rss_before_gib what the process held then",
+}
+
+
+def run_benchmarks(
+    out: str | Path = "results/bench.json", *, smoke: bool = False, quickstart_report: str | Path | None = None
+) -> dict:
+    """Run every benchmark in this process; write JSON (atomically), a PNG and a Markdown table beside it.
+
+    ``quickstart_report``: the ``ldlm quickstart`` JSON whose ``peak_rss_gib`` is copied (default: beside ``out``).
+    """
+    c = BenchConfig.smoke_config() if smoke else BenchConfig()
     out = Path(out)
+    torch.manual_seed(0)
+    start, threads = time.perf_counter(), torch.get_num_threads()
+    if c.threads:
+        torch.set_num_threads(c.threads)
+    try:
+        result = _measure(c)
+    finally:
+        torch.set_num_threads(threads)
+    report = Path(quickstart_report) if quickstart_report else out.with_name("quickstart.json")
+    rss, rss_note = quickstart_rss(report)
+    result.update(
+        quickstart_peak_rss_gib=rss,
+        bench_peak_rss_gib=peak_rss_gib(children=False),
+        total_seconds=time.perf_counter() - start,
+        notes={"sampling_steps": f"T={c.steps}; {STEPS_NOTE}", **NOTES, "quickstart_peak_rss_gib": rss_note},
+    )
     atomic_write_json(out, result)
     plot_bench(result, out.with_suffix(".png"))
+    atomic_write_text(out.with_suffix(".md"), bench_markdown(result))
     return result
-
-
-def plot_bench(result: dict, out: Path) -> Path:
-    """Three panels: sampling time vs L, per-step cost, fraction of the matmul peak vs batch size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    c = result["config"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    rows = result["sampling"]["rows"]
-    lengths = [r["length"] for r in rows]
-    axes[0].plot(lengths, [r["latent_s"] for r in rows], "o-", label=f"latent (N={c['num_latents']}, T={c['steps']})")
-    axes[0].plot(lengths, [r["ar_s"] for r in rows], "s-", label="GPT-2, KV cache")
-    axes[0].set(xlabel="sequence length L", ylabel=f"seconds per batch of {c['batch']}", title="sampling")
-    steps = result["step_cost"]
-    labels = [f"latent N={r['num_latents']}" for r in steps] + [f"token L={c['step_length']} + vocab"]
-    axes[1].bar(labels, [r["latent_step_s"] * 1e3 for r in steps] + [steps[0]["token_step_s"] * 1e3])
-    axes[1].set(ylabel="ms per denoising step", title="one denoising step")
-    flops = result["denoiser_flops"]
-    axes[2].plot([r["batch"] for r in flops], [100 * r["fraction_of_peak"] for r in flops], "o-")
-    axes[2].set(xlabel="batch size", ylabel="% of fp32 matmul peak", xscale="log", title="denoiser forward")
-    axes[2].set_title(f"denoiser forward (peak {result['matmul_peak_gflops']:.0f} GFLOP/s)")
-    for ax in (axes[0], axes[2]):
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out

@@ -153,6 +153,7 @@ class TrainConfig:
     eval_batches: int = 8
     mixed_precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU | no | bf16 | fp16
     num_workers: int = 0
+    compile: bool = False  # torch.compile the stage's denoiser (GPU only; on CPU: a warning, eager)
 
 
 @dataclass
@@ -162,6 +163,8 @@ class SampleConfig:
     num_samples: int = 16
     batch_size: int = 64
     seed: int = 0
+    compile: bool = False  # torch.compile the denoiser for sampling (GPU only; on CPU: a warning, eager)
+    mixed_precision: str = "auto"  # denoiser calls: auto (bf16 autocast on GPU, fp32 on CPU) | no | bf16
 
 
 @dataclass
@@ -401,6 +404,11 @@ def validate(cfg: RunConfig) -> None:
         f"sample.sampler={cfg.sample.sampler!r}: use euler | euler_maruyama | ddim",
     )
     _check(cfg.sample.steps >= 1, f"sample.steps={cfg.sample.steps} must be >= 1")
+    _check(isinstance(cfg.sample.compile, bool), f"sample.compile={cfg.sample.compile!r}: use true | false")
+    _check(
+        cfg.sample.mixed_precision in ("auto", "no", "bf16"),
+        f"sample.mixed_precision={cfg.sample.mixed_precision!r}: use auto | no | bf16",
+    )
     _check(cfg.data.validation_size > 0, "data.validation_size must be > 0 (a fraction < 1 or a count)")
     _validate_ldlm(cfg)
     _validate_seq2seq(cfg)
@@ -424,6 +432,7 @@ def validate(cfg: RunConfig) -> None:
         _check(tc.lr_schedule in ("constant", "cosine"), f"{stage}.lr_schedule: use constant | cosine")
         _check(tc.keep_checkpoints >= 1, f"{stage}.keep_checkpoints={tc.keep_checkpoints} must be >= 1")
         _check(tc.on_nonfinite in ("stop", "skip"), f"{stage}.on_nonfinite={tc.on_nonfinite!r}: use stop | skip")
+        _check(isinstance(tc.compile, bool), f"{stage}.compile={tc.compile!r}: use true | false")
         _check(
             tc.mixed_precision in ("auto", "no", "bf16", "fp16"),
             f"{stage}.mixed_precision: auto|no|bf16|fp16",

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ldlm.accel import compile_denoiser, sampling_autocast
 from ldlm.autoencoder import TextAutoencoder
 from ldlm.config import ConfigError, RunConfig, config_from_dict
 from ldlm.diffusion import build_denoiser, build_schedule, sample_latents
@@ -205,6 +206,7 @@ class LatentDiffusionLM(nn.Module):
         batch_size = batch_size or sc.batch_size
         generator = torch.Generator().manual_seed(sc.seed if seed is None else seed)
         self.eval()
+        compile_denoiser(self.denoiser, enabled=sc.compile, device=self.device, field="sample.compile")
         src = src_mask = None
         if sources is not None:
             if not self.is_conditional:
@@ -231,6 +233,7 @@ class LatentDiffusionLM(nn.Module):
                     sampler=sampler,
                     generator=generator,
                     device=self.device,
+                    autocast=sampling_autocast(sc.mixed_precision, self.device),
                 )
             )
         return torch.cat(out)

@@ -1,6 +1,6 @@
 """``ldlm quickstart``: train a CPU-sized COSMOS on the offline news corpus, sample, judge, write figures.
 
-Writes ``results/quickstart.json`` (wall time, sizes, held-out reconstruction accuracy, judge perplexity
+Writes ``results/quickstart.json`` (wall time, peak RSS, sizes, held-out reconstruction accuracy, judge perplexity
 of trained vs untrained samples, feature-cache speed-up, the samples) and a learning-curve PNG beside it.
 """
 
@@ -16,6 +16,7 @@ import torch
 
 from ldlm.config import load_config
 from ldlm.io import atomic_write_json
+from ldlm.memory import peak_rss_gib
 from ldlm.pipeline import LatentDiffusionLM
 
 
@@ -117,6 +118,8 @@ def report_run(
     # wall time of the whole command when it trained here; otherwise the run's own training wall time
     wall = (time.perf_counter() - started) / 60 if started is not None else summary["train_minutes"]
     result = {"wall_minutes": wall, **result}
+    if started is not None:  # this process trained, sampled and judged: its peak RSS is the whole command's
+        result["peak_rss_gib"] = peak_rss_gib()
     atomic_write_json(out, result)
     print(f"\n{len(judged['samples'])} samples from {cfg.run_dir / 'model'}:")
     for i, text in enumerate(judged["samples"]):
@@ -126,6 +129,7 @@ def report_run(
         f"trained {judged['judge_ppl_trained']:.1f} vs untrained {judged['judge_ppl_untrained']:.1f} "
         f"(entropy {judged['trained_stats']['entropy']:.2f} vs {judged['untrained_stats']['entropy']:.2f})"
         + (f" | feature cache speed-up {speed['feature_cache_speedup']:.1f}x" if speed else "")
+        + (f" | peak RSS {result['peak_rss_gib']:.2f} GiB" if "peak_rss_gib" in result else "")
         + f"\nwrote {out}"
     )
     return result

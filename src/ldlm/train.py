@@ -4,7 +4,8 @@ A *task* is an ``nn.Module`` whose ``forward(batch, step)`` returns ``(loss, met
 the rest: device placement and DDP, bf16 autocast on GPU (fp32 on CPU), gradient accumulation, AdamW with
 linear warmup then constant/cosine LR, gradient clipping, EMA of the weights (``ema-pytorch``), periodic
 validation, a guard against non-finite losses, checkpoints and exact resume, a progress bar, TensorBoard
-and a ``metrics.jsonl`` log (metrics averaged over processes; only rank 0 writes files).
+and a ``metrics.jsonl`` log (metrics averaged over processes; only rank 0 writes files). ``train.compile``
+compiles the task's ``denoiser`` with ``torch.compile`` on GPU (see :mod:`ldlm.accel`).
 Buffers of the task (e.g. the adaptive timestep sampler's state) are copied into the EMA model, not averaged.
 
 Exact resume: a checkpoint holds the task's weights and buffers, the EMA, the optimiser and LR scheduler, the
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from ldlm import distributed
+from ldlm.accel import compile_denoiser
 from ldlm.checkpoint import (
     join_optimizer_state,
     latest_checkpoint,
@@ -130,6 +132,9 @@ class Trainer:
             param_or_buffer_names_no_ema=buffers,
         )
         self.ema.to(self.accelerator.device)
+        # <stage>_train.compile: after the EMA's deep copy, so the averaged model (evaluation only) stays eager
+        denoiser = getattr(task, "denoiser", None)
+        compile_denoiser(denoiser, enabled=tcfg.compile, device=self.device, field=f"{name}_train.compile")
         self.history: list[dict] = []
         self._sums: dict[str, float] = {}  # metrics since the last log row, summed over micro-batches
         self._count = 0

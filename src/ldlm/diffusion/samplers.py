@@ -11,6 +11,7 @@ previous x0 estimate back (self-conditioning at sampling time). With the score
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -34,10 +35,12 @@ def sample_latents(
     device: torch.device | str = "cpu",
     z_init: torch.Tensor | None = None,
     t_start: float | None = None,
+    autocast: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Generate normalised latents ``(B, N, d)``: the final x0 estimate after ``steps`` denoiser calls.
+    """Generate normalised latents ``(B, N, d)``: the final x0 estimate (float32) after ``steps`` denoiser calls.
 
-    ``z_init``/``t_start`` start from a given (noised) state instead of pure noise (for probes).
+    ``z_init``/``t_start`` start from a given (noised) state instead of pure noise (for probes). ``autocast``: run
+    the denoiser calls under autocast to this dtype (the sampler's state stays float32).
     """
     if steps < 1:
         raise ValueError(f"steps={steps} must be >= 1")
@@ -49,10 +52,12 @@ def sample_latents(
     # noise for the stochastic sampler, drawn up front (one generator call, reproducible)
     noise = torch.randn((steps, *z.shape), generator=generator).to(device) if sampler == "euler_maruyama" else None
     x0 = None
+    amp = torch.autocast(torch.device(device).type, dtype=autocast) if autocast else contextlib.nullcontext()
     for i in range(steps):
         t, t_next = grid[i], grid[i + 1]
         tb = t.expand(z.shape[0])
-        x0 = denoise(z, tb, x0)
+        with amp:
+            x0 = denoise(z, tb, x0).float()
         z = SAMPLERS[sampler](schedule, z, x0, t, t_next, None if noise is None else noise[i])
     return x0
 

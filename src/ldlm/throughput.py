@@ -1,0 +1,153 @@
+"""Training throughput (samples/s) and peak memory of each recipe's stages: short real runs of a preset's shapes.
+
+Each row trains one stage with its own task and the real :class:`~ldlm.train.Trainer` (AdamW, clipping, EMA,
+the autocast rule) on the preset's batch size for ``warmup + steps`` optimiser steps that start at the middle
+of the stage (``at_step``), so that step-dependent switches (augmentations, a frozen head, the encoder warmup)
+are as the full run has them there; samples/s counts the ``steps`` after the warm-up. Inputs are the preset's
+dataset texts, with the frozen-encoder features read from the feature cache or E_h run on every batch; the
+diffusion stage reads standard-normal latents of its shape (its real input, the frozen autoencoder's
+standardised latents, costs the same). Peak memory is the process's peak RSS over the row's training loop
+(reset before it, see :mod:`ldlm.memory`) and, on CUDA, torch's peak allocated memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from collections.abc import Iterator
+
+import torch
+
+from ldlm.config import RunConfig, load_config
+from ldlm.memory import reset_peak_rss, status_gib
+from ldlm.pipeline import LatentDiffusionLM
+
+FAR = 10**9  # "never" for log_every / eval_every inside a measured run
+
+
+@dataclasses.dataclass(frozen=True)
+class StageRun:
+    """One measured row: a preset's stage, with the feature cache on/off (None: the stage reads no features)."""
+
+    recipe: str
+    stage: str  # autoencoder | diffusion | joint
+    preset: str
+    cached: bool | None
+
+    @property
+    def name(self) -> str:
+        cache = "" if self.cached is None else ("_cached" if self.cached else "_uncached")
+        return f"{self.recipe}_{self.stage}{cache}"
+
+
+def stage_runs(cosmos_preset: str, ldlm_preset: str) -> list[StageRun]:
+    """COSMOS stage 1 with/without the cache, COSMOS stage 2, the LDLM joint stage with/without the cache."""
+    return [
+        StageRun("cosmos", "autoencoder", cosmos_preset, True),
+        StageRun("cosmos", "autoencoder", cosmos_preset, False),
+        StageRun("cosmos", "diffusion", cosmos_preset, None),
+        StageRun("ldlm", "joint", ldlm_preset, True),
+        StageRun("ldlm", "joint", ldlm_preset, False),
+    ]
+
+
+def _stamped(batches: Iterator, stamps: list[float]) -> Iterator:
+    """Yield ``batches``, appending ``perf_counter()`` before each is built: micro-batch k starts at stamps[k]."""
+    while True:
+        stamps.append(time.perf_counter())
+        yield next(batches)
+
+
+def _texts(cfg: RunConfig, rows: int) -> list[str]:
+    """Enough texts of the preset's dataset for ``rows`` training rows (packed chunks need more texts)."""
+    from ldlm.data import load_texts
+
+    dc = cfg.data
+    return load_texts(dc.dataset, max_texts=rows * (2 if dc.packing else 1), field=dc.text_field, seed=dc.seed)
+
+
+def _task_and_batches(run: StageRun, model: LatentDiffusionLM, cfg: RunConfig, rows: int, batch_size: int):
+    """(task, BatchStream over ``rows`` rows, feature source or None): features cached or not, as ``run`` asks."""
+    from ldlm.recipes.cosmos import AutoencoderTask, DiffusionTask, FeatureSource
+    from ldlm.recipes.ldlm import JointTask, feature_source
+    from ldlm.train import infinite_batches
+
+    if run.stage == "diffusion":
+        z = torch.randn(rows, *model.latent_shape, generator=torch.Generator().manual_seed(cfg.seed))
+        stream = infinite_batches(rows, batch_size, lambda i: {"z": z[i]}, cfg.seed)
+        return DiffusionTask(model, cfg.seed), stream, None
+    if run.stage == "autoencoder":
+        source = FeatureSource(model, _texts(cfg, rows), cfg.data.cache_features)
+        return AutoencoderTask(model, cfg.seed), source.batches(batch_size, cfg.seed), source
+    if run.stage == "joint":
+        source = feature_source(model, _texts(cfg, rows), cfg)
+        return JointTask(model, cfg, cfg.seed), source.batches(batch_size, cfg.seed), source
+    raise ValueError(f"stage={run.stage!r} is unknown: use autoencoder | diffusion | joint")
+
+
+def measure_stage(run: StageRun, *, warmup: int, steps: int, encoders: dict) -> dict:
+    """Train ``run`` for ``warmup + steps`` steps from the middle of its stage; samples/s and peak memory."""
+    from ldlm.encoders import FrozenEncoder
+    from ldlm.train import Trainer
+
+    overrides = [] if run.cached is None else [f"data.cache_features={str(run.cached).lower()}"]
+    cfg = load_config(run.preset, overrides)
+    key = (cfg.encoder.name, cfg.encoder.layer)
+    if key not in encoders:  # loaded once per bench, shared by the rows of a preset
+        encoders[key] = FrozenEncoder(*key)
+    model = LatentDiffusionLM(cfg, encoder=encoders[key])
+    stage = getattr(cfg, f"{run.stage}_train")
+    at = stage.steps // 2
+    tc = dataclasses.replace(stage, steps=at + warmup + steps + 1, log_every=FAR, eval_every=FAR, save_every=0)
+    task, stream, source = _task_and_batches(run, model, cfg, tc.batch_size * (warmup + steps + 1), tc.batch_size)
+    unfitted = bool((model.encoder.mean == 0).all() and (model.encoder.std == 1).all())
+    if unfitted and source is not None:  # feature statistics, as the recipes fit them (untimed)
+        n = min(len(source), 256)
+        model.encoder.fit_stats(source.raw_features(model, torch.arange(s, min(n, s + 64))) for s in range(0, n, 64))
+    stream.shard(rank=0, world=1, accum=tc.grad_accum)
+    stamps: list[float] = []
+    with tempfile.TemporaryDirectory() as log_dir:
+        trainer = Trainer(task, tc, log_dir=log_dir, name=run.name, progress=False, resume=False)
+        model.to(trainer.device)
+        cuda = trainer.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        reset = reset_peak_rss()
+        before = status_gib("VmRSS")
+        trainer.fit(_stamped(stream, stamps), start_step=at)
+        peak = status_gib("VmHWM") if reset else None
+    accum = tc.grad_accum
+    seconds = stamps[(warmup + steps) * accum] - stamps[warmup * accum]
+    row = {
+        "name": run.name,
+        "recipe": run.recipe,
+        "stage": run.stage,
+        "preset": run.preset,
+        "feature_cache": run.cached,
+        "batch_size": tc.batch_size,
+        "at_step": at,
+        "warmup_steps": warmup,
+        "steps": steps,
+        "step_seconds": seconds / steps,
+        "samples_per_s": tc.batch_size * steps / seconds,
+        "rss_before_gib": before,
+        "peak_rss_gib": peak,
+    }
+    if cuda:
+        row["cuda_peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return row
+
+
+def bench_training(cosmos_preset: str, ldlm_preset: str, *, warmup: int, steps: int) -> dict:
+    """All rows of :func:`stage_runs`, plus the feature-cache speed-up of each stage that reads features."""
+    encoders: dict = {}
+    runs = stage_runs(cosmos_preset, ldlm_preset)
+    rows = [measure_stage(run, warmup=warmup, steps=steps, encoders=encoders) for run in runs]
+    by_name = {row["name"]: row for row in rows}
+    speedup = {
+        f"{recipe}_{stage}": by_name[f"{recipe}_{stage}_uncached"]["step_seconds"]
+        / by_name[f"{recipe}_{stage}_cached"]["step_seconds"]
+        for recipe, stage in (("cosmos", "autoencoder"), ("ldlm", "joint"))
+    }
+    return {"rows": rows, "feature_cache_speedup": speedup}
