@@ -60,11 +60,11 @@ def _stamped(batches: Iterator, stamps: list[float]) -> Iterator:
 
 
 def _texts(cfg: RunConfig, rows: int) -> list[str]:
-    """Enough texts of the preset's dataset for ``rows`` training rows (packed chunks need more texts)."""
+    """``rows`` texts of the preset's dataset (packed into fewer chunks, the batches cycle through them)."""
     from ldlm.data import load_texts
 
     dc = cfg.data
-    return load_texts(dc.dataset, max_texts=rows * (2 if dc.packing else 1), field=dc.text_field, seed=dc.seed)
+    return load_texts(dc.dataset, max_texts=rows, field=dc.text_field, seed=dc.seed)
 
 
 def _task_and_batches(run: StageRun, model: LatentDiffusionLM, cfg: RunConfig, rows: int, batch_size: int):
@@ -86,55 +86,70 @@ def _task_and_batches(run: StageRun, model: LatentDiffusionLM, cfg: RunConfig, r
     raise ValueError(f"stage={run.stage!r} is unknown: use autoencoder | diffusion | joint")
 
 
-def measure_stage(run: StageRun, *, warmup: int, steps: int, encoders: dict) -> dict:
-    """Train ``run`` for ``warmup + steps`` steps from the middle of its stage; samples/s and peak memory."""
+def _model(run: StageRun, encoders: dict) -> tuple[RunConfig, LatentDiffusionLM]:
+    """The preset's config (feature cache as ``run`` asks) and a fresh model on a shared frozen encoder."""
     from ldlm.encoders import FrozenEncoder
-    from ldlm.train import Trainer
 
     overrides = [] if run.cached is None else [f"data.cache_features={str(run.cached).lower()}"]
     cfg = load_config(run.preset, overrides)
     key = (cfg.encoder.name, cfg.encoder.layer)
     if key not in encoders:  # loaded once per bench, shared by the rows of a preset
         encoders[key] = FrozenEncoder(*key)
-    model = LatentDiffusionLM(cfg, encoder=encoders[key])
+    return cfg, LatentDiffusionLM(cfg, encoder=encoders[key])
+
+
+def _fit_feature_stats(model: LatentDiffusionLM, source, rows: int = 256) -> None:
+    """Feature statistics of a fresh encoder, as the recipes fit them (untimed; shared encoders keep them)."""
+    encoder = model.encoder
+    if source is None or not ((encoder.mean == 0).all() and (encoder.std == 1).all()):
+        return
+    n = min(len(source), rows)
+    encoder.fit_stats(source.raw_features(model, torch.arange(s, min(n, s + 64))) for s in range(0, n, 64))
+
+
+def _timed_fit(trainer, stream, start: int, stamps: list[float]) -> tuple[float | None, float | None]:
+    """Run ``trainer`` from step ``start``, stamping each micro-batch; (RSS before, peak RSS during) in GiB."""
+    if trainer.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    reset = reset_peak_rss()
+    before = status_gib("VmRSS")
+    trainer.fit(_stamped(stream, stamps), start_step=start)
+    return before, (status_gib("VmHWM") if reset else None)
+
+
+def measure_stage(run: StageRun, *, warmup: int, steps: int, encoders: dict) -> dict:
+    """Train ``run`` for ``warmup + steps`` steps from the middle of its stage; samples/s and peak memory."""
+    from ldlm.train import Trainer
+
+    cfg, model = _model(run, encoders)
     stage = getattr(cfg, f"{run.stage}_train")
     at = stage.steps // 2
     tc = dataclasses.replace(stage, steps=at + warmup + steps + 1, log_every=FAR, eval_every=FAR, save_every=0)
     task, stream, source = _task_and_batches(run, model, cfg, tc.batch_size * (warmup + steps + 1), tc.batch_size)
-    unfitted = bool((model.encoder.mean == 0).all() and (model.encoder.std == 1).all())
-    if unfitted and source is not None:  # feature statistics, as the recipes fit them (untimed)
-        n = min(len(source), 256)
-        model.encoder.fit_stats(source.raw_features(model, torch.arange(s, min(n, s + 64))) for s in range(0, n, 64))
+    _fit_feature_stats(model, source)
     stream.shard(rank=0, world=1, accum=tc.grad_accum)
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as log_dir:
-        trainer = Trainer(task, tc, log_dir=log_dir, name=run.name, progress=False, resume=False)
+        trainer = Trainer(task, tc, log_dir=log_dir, name=run.stage, progress=False, resume=False)
         model.to(trainer.device)
-        cuda = trainer.device.type == "cuda"
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        reset = reset_peak_rss()
-        before = status_gib("VmRSS")
-        trainer.fit(_stamped(stream, stamps), start_step=at)
-        peak = status_gib("VmHWM") if reset else None
-    accum = tc.grad_accum
-    seconds = stamps[(warmup + steps) * accum] - stamps[warmup * accum]
+        before, peak = _timed_fit(trainer, stream, at, stamps)
+    seconds = stamps[(warmup + steps) * tc.grad_accum] - stamps[warmup * tc.grad_accum]
     row = {
         "name": run.name,
         "recipe": run.recipe,
         "stage": run.stage,
         "preset": run.preset,
         "feature_cache": run.cached,
-        "batch_size": tc.batch_size,
+        "batch_size": stream.batch_size,  # the preset's, unless the rows were fewer
         "at_step": at,
         "warmup_steps": warmup,
         "steps": steps,
         "step_seconds": seconds / steps,
-        "samples_per_s": tc.batch_size * steps / seconds,
+        "samples_per_s": stream.batch_size * steps / seconds,
         "rss_before_gib": before,
         "peak_rss_gib": peak,
     }
-    if cuda:
+    if trainer.device.type == "cuda":
         row["cuda_peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return row
 
