@@ -204,9 +204,10 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(tmp_path):
     _assert_same_weights(
         load_file(str(run_dir / "model" / "model.safetensors")), load_file(str(ref_dir / "model" / "model.safetensors"))
     )
-    assert json.loads((run_dir / "summary.json").read_text())["val_diffusion_loss"] == json.loads(out)[
-        "val_diffusion_loss"
-    ]
+    assert (
+        json.loads((run_dir / "summary.json").read_text())["val_diffusion_loss"]
+        == json.loads(out)["val_diffusion_loss"]
+    )
 
 
 # ------------------------------------------------------------------ LDLM: joint stage skipped, decoder resumed
