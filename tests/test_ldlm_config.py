@@ -84,6 +84,7 @@ def test_unknown_switch_values():
     assert "diffusion.timestep_sampler" in _error("diffusion.timestep_sampler=cosine")
     assert "autoencoder.latent_encoder" in _error("autoencoder.latent_encoder=lstm")
     assert "recipe" in _error("recipe=ldlm2")
+    assert "diffusion_train.eval_every" in _error("diffusion_train.eval_every=0")
 
 
 def test_self_attention_encoder_needs_one_latent_per_token():
@@ -96,6 +97,7 @@ def test_self_attention_encoder_needs_one_latent_per_token():
 
 def test_extra_autoencoder_data_is_cosmos_only():
     assert "data.autoencoder_extra" in _error("data.autoencoder_extra=[rocstories]")
+    assert "data.diffusion_full_window" in _error("data.diffusion_full_window=true")
 
 
 def test_cosmos_configs_still_load_without_ldlm_keys():

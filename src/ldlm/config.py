@@ -44,6 +44,10 @@ class DataConfig:
     # diffusion model on ROCStories): registry names or paths, each optionally capped by extra_max_texts.
     autoencoder_extra: list[str] = field(default_factory=list)
     extra_max_texts: int | None = None
+    # Beyond the paper (COSMOS recipe): train the diffusion stage only on texts that fill all
+    # encoder.max_length positions. Padding rows teach the autoencoder "after the end" latents, and the
+    # sampler then tends to stop between text and padding latents (short or empty samples).
+    diffusion_full_window: bool = False
     cache_features: bool = True  # cache frozen-encoder features on disk (h is deterministic)
     # MDLM protocol (LDLM App. C): tokenise without special tokens, concatenate with EOS separators and cut
     # chunks of encoder.max_length tokens, no padding. False: one padded row per text (COSMOS).
@@ -428,6 +432,8 @@ def validate(cfg: RunConfig) -> None:
         _check(tc.batch_size >= 1, f"{stage}.batch_size={tc.batch_size} must be >= 1")
         _check(tc.batch_size % tc.grad_accum == 0, f"{stage}.batch_size must be divisible by grad_accum")
         _check(tc.lr > 0, f"{stage}.lr={tc.lr} must be > 0")
+        for key in ("eval_every", "log_every"):
+            _check(getattr(tc, key) >= 1, f"{stage}.{key}={getattr(tc, key)} must be >= 1 (a step interval)")
         _check(0 <= tc.ema_decay < 1, f"{stage}.ema_decay={tc.ema_decay} must be in [0, 1)")
         _check(tc.lr_schedule in ("constant", "cosine"), f"{stage}.lr_schedule: use constant | cosine")
         _check(tc.keep_checkpoints >= 1, f"{stage}.keep_checkpoints={tc.keep_checkpoints} must be >= 1")
@@ -481,6 +487,10 @@ def _validate_ldlm(cfg: RunConfig) -> None:
         _check(
             not cfg.data.autoencoder_extra,
             "data.autoencoder_extra is COSMOS-only: the LDLM recipe trains every part jointly on data.dataset",
+        )
+        _check(
+            not cfg.data.diffusion_full_window,
+            "data.diffusion_full_window is COSMOS-only (a separate diffusion stage): set it to false for recipe=ldlm",
         )
 
 

@@ -356,14 +356,43 @@ def validation_diffusion_loss(
     return {"loss": torch.stack(losses).mean().item()}
 
 
+def full_window_texts(model: LatentDiffusionLM, texts: list[str]) -> list[str]:
+    """The texts whose tokenisation fills all ``max_length`` positions (no padding row after truncation)."""
+    if not texts:
+        return []
+    lengths = tokenize_texts(model.encoder.tokenizer, texts, model.max_length).attention_mask.sum(1)
+    return [t for t, n in zip(texts, lengths.tolist(), strict=True) if n == model.max_length]
+
+
+def diffusion_texts(model: LatentDiffusionLM, data: CosmosData, cfg: RunConfig) -> tuple[list[str], list[str]]:
+    """(train, valid) texts of stage 2: all of them, or with ``data.diffusion_full_window`` the full ones."""
+    if not cfg.data.diffusion_full_window:
+        return data.train, data.valid
+    train, valid = full_window_texts(model, data.train), full_window_texts(model, data.valid)
+    if not train:
+        raise DatasetError(
+            f"data.diffusion_full_window=true kept none of {len(data.train)} training texts: none fills "
+            f"encoder.max_length={model.max_length} tokens; lower encoder.max_length or set it to false"
+        )
+    log.info(
+        "diffusion_full_window: %d of %d training texts fill all %d positions",
+        len(train),
+        len(data.train),
+        model.max_length,
+    )
+    return train, valid
+
+
 def train_diffusion(
     model: LatentDiffusionLM, data: CosmosData, cfg: RunConfig, run_dir: Path, progress: bool = True
 ) -> dict:
     """Stage 2 on the frozen autoencoder's standardised latents of the training texts."""
     start = time.perf_counter()
     model.eval()
-    z_train = encode_latents(model, data.train, cache=cfg.data.cache_features)
-    z_valid = encode_latents(model, data.valid, cache=cfg.data.cache_features)
+    train_texts, valid_texts = diffusion_texts(model, data, cfg)
+    z_train = encode_latents(model, train_texts, cache=cfg.data.cache_features)
+    # (when no held-out text fills the window, validate on training latents)
+    z_valid = encode_latents(model, valid_texts, cache=cfg.data.cache_features) if valid_texts else z_train[:512]
     fit_latent_stats(model, z_valid if z_valid.shape[0] >= 64 else z_train)
     z_train = model.normalize_latents(z_train.to(model.device)).cpu()
     z_valid = model.normalize_latents(z_valid.to(model.device)).cpu()[:512]
@@ -377,7 +406,7 @@ def train_diffusion(
     model.eval()
     return {
         "diffusion_minutes": (time.perf_counter() - start) / 60,
-        "diffusion_texts": len(data.train),
+        "diffusion_texts": len(train_texts),
         "val_diffusion_loss": validation_diffusion_loss(model.denoiser, model.schedule, z_valid)["loss"],
     }
 
