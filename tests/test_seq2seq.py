@@ -13,7 +13,7 @@ from ldlm import cli
 from ldlm.config import DiffusionConfig, load_config
 from ldlm.diffusion import build_denoiser
 from ldlm.diffusion.conditioning import guided_prediction
-from ldlm.evaluation.seq2seq import derange
+from ldlm.evaluation.seq2seq import derange, margin_bootstrap
 from ldlm.io import WeightFileError
 from ldlm.mbr import mbr_select
 from ldlm.recipes.seq2seq import init_from_unconditional
@@ -150,11 +150,26 @@ def test_sample_and_evaluate_cli_on_a_saved_seq2seq_model(tmp_path, seq2seq_mode
     assert "-> " in capsys.readouterr().out
     out = tmp_path / "eval.json"
     args = ["evaluate", str(tmp_path / "run"), "-n", "4", "--steps", "2", "--no-bertscore", "--out", str(out)]
-    assert cli.main(args) == 0
+    assert cli.main([*args, "--seeds", "0,1"]) == 0
     result = json.loads(out.read_text())
     for key in ("bleu", "bleu_permuted_refs", "bleu_copy_source", "rougeL", "rougeL_permuted_refs", "num_pairs"):
         assert key in result
     assert result["num_pairs"] == 4 and len(result["examples"]) == 4
+    # two seeds: the top-level figures are their means, with the spread and the paired margin beside them
+    assert [r["seed"] for r in result["per_seed"]] == [0, 1]
+    assert result["bleu"] == pytest.approx(sum(r["bleu"] for r in result["per_seed"]) / 2)
+    low, high = result["rougeL_margin_ci95"]
+    assert low <= result["rougeL_margin"] <= high and "bleu_std" in result
+
+
+def test_margin_bootstrap_separates_source_dependent_outputs_from_generic_ones():
+    refs = [f"what is the colour of the {w} house near the river" for w in ("red", "blue", "green", "old", "new")] * 8
+    permuted = derange(refs, seed=0)
+    copied = margin_bootstrap(refs, refs, permuted, resamples=50)  # outputs that follow their source
+    assert copied["bleu_margin_ci95"][0] > 0 and copied["rougeL_margin_ci95"][0] > 0
+    generic = margin_bootstrap(["what is the colour of the house"] * len(refs), refs, permuted, resamples=50)
+    assert generic["rougeL_margin"] == pytest.approx(0.0, abs=1e-9)  # same output for all: no margin at all
+    assert generic["bleu_margin_ci95"][0] <= 0 <= generic["bleu_margin_ci95"][1]
 
 
 def test_derange_and_mbr():

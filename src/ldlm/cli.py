@@ -191,7 +191,7 @@ def _cmd_evaluate_seq2seq(args: argparse.Namespace) -> None:
         num_pairs=args.num_samples,
         steps=args.steps,
         sampler=args.sampler,
-        seed=args.seeds[0],
+        seeds=args.seeds,
         guidance_scale=args.guidance_scale,
         num_candidates=args.candidates,
         bertscore_model=None if args.no_bertscore else args.bertscore_model,
@@ -208,10 +208,12 @@ def _cmd_evaluate_seq2seq(args: argparse.Namespace) -> None:
     }
     out = args.out or f"results/{model.cfg.name}_seq2seq.json"
     atomic_write_json(out, result)
+    low, high = result["bleu_margin_ci95"]
     print(
-        f"BLEU {result['bleu']:.2f} (permuted refs {result['bleu_permuted_refs']:.2f}, copy source "
-        f"{result['bleu_copy_source']:.2f}); ROUGE-L {result['rougeL']:.3f} (permuted "
-        f"{result['rougeL_permuted_refs']:.3f}); {result['num_pairs']} held-out pairs"
+        f"BLEU {result['bleu']:.2f} ± {result['bleu_std']:.2f} (permuted refs {result['bleu_permuted_refs']:.2f}, "
+        f"copy source {result['bleu_copy_source']:.2f}; own - permuted {result['bleu_margin']:.2f}, 95% CI "
+        f"[{low:.2f}, {high:.2f}]); ROUGE-L {result['rougeL']:.3f} (permuted {result['rougeL_permuted_refs']:.3f}); "
+        f"{result['num_pairs']} held-out pairs x {len(result['seeds'])} seeds"
     )
     print(f"wrote {out}", file=sys.stderr)
 
