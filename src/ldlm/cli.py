@@ -1,4 +1,4 @@
-"""``ldlm`` command line: train | sample | quickstart | report | configs.
+"""``ldlm`` command line: train | sample | quickstart | report | configs | evaluate | sweep | probe | bench | ablate.
 
 ldlm train CONFIG [key.sub=value ...] [--resume]   train a preset (configs/) or a YAML file, e.g.
                                           ldlm train quickstart autoencoder_train.steps=500
@@ -13,6 +13,11 @@ ldlm evaluate RUN_DIR [-n 128] [--seeds 0,1,2] [--paper]   judge PPL, MAUVE, Div
 ldlm sweep RUN_DIR [--steps-list 10,25,50,100,200]         quality vs sampling steps -> JSON + PNG
 ldlm probe {interpolation,robustness,mismatch,trajectory,loss-t,all} RUN_DIR   latent-space probes -> JSON + PNG
 ldlm bench [--smoke] [--out results/bench.json]   sampling speed vs GPT-2, step cost, % of matmul peak -> JSON + PNG
+ldlm ablate TABLE [--seeds 0,1,2] [--rows r1,r2] [--dry-run] [--report-only] [--out-dir results/ablations]
+                  [--runs-dir runs/ablations] [--markdown docs/results.md]
+                                          a paper table (configs/ablations/TABLE.yaml or a YAML path): train and
+                                          measure every row x seed (resumable: measured runs are skipped), then
+                                          OUT_DIR/TABLE.json (mean ± std per row) and its Markdown in docs/results.md
 """
 
 from __future__ import annotations
@@ -285,6 +290,23 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}", file=sys.stderr)
 
 
+def _cmd_ablate(args: argparse.Namespace) -> None:
+    from ldlm.ablation import ablate
+
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
+    ablate(
+        args.table,
+        seeds=args.seeds,
+        rows=rows,
+        out_dir=args.out_dir,
+        runs_dir=args.runs_dir,
+        markdown=args.markdown,
+        dry_run=args.dry_run,
+        report_only=args.report_only,
+        progress=args.progress,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ldlm", description="Latent diffusion language models (COSMOS, LDLM)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -355,6 +377,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds (for tests/CI)")
     p.add_argument("--out", default="results/bench.json", help="JSON file to write (a PNG is written beside it)")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("ablate", help="reproduce a paper ablation table: train + measure rows x seeds, JSON + Markdown")
+    p.add_argument("table", help="spec name in configs/ablations/ (e.g. cosmos_table2) or a YAML path")
+    p.add_argument("--seeds", type=_int_list, default=None, help="training seeds (default: the spec's)")
+    p.add_argument("--rows", default=None, help="comma-separated row names (default: all rows)")
+    p.add_argument("--dry-run", action="store_true", help="print the planned runs and their train commands only")
+    p.add_argument("--report-only", action="store_true", help="rebuild JSON + Markdown from finished runs, no training")
+    p.add_argument("--out-dir", default="results/ablations", help="per-run JSONs in OUT_DIR/TABLE/, TABLE.json here")
+    p.add_argument("--runs-dir", default="runs/ablations", help="run directories: RUNS_DIR/TABLE/ROW/seedK")
+    p.add_argument("--markdown", default="docs/results.md", help="Markdown file that holds the table's block")
+    p.add_argument("--progress", action="store_true", help="training progress bars (default: one line per run)")
+    p.set_defaults(func=_cmd_ablate)
 
     p = sub.add_parser("configs", help="list the presets")
     p.set_defaults(func=_cmd_configs)

@@ -29,6 +29,7 @@ __all__ = [
     "build_scorer",
     "evaluate_model",
     "model_texts",
+    "scoring_judge",
     "split_reference",
     "summarize",
 ]
@@ -143,19 +144,24 @@ class TextScorer:
         return values, warnings
 
 
-def build_scorer(
-    model, train_texts: Sequence[str], heldout_texts: Sequence[str], cfg: SuiteConfig
-) -> tuple[TextScorer, list[str]]:
-    """Load the judge and featurise the MAUVE reference; returns the scorer and the reference-row pool."""
-    mauve_ref, pool = split_reference(model_texts(model, heldout_texts), cfg.num_samples, cfg.reference_seed)
-    judge = ScoringJudge(
+def scoring_judge(cfg: SuiteConfig) -> ScoringJudge:
+    """The judge ``cfg`` names, with its MAUVE pooling and truncation (build once, reuse across models)."""
+    return ScoringJudge(
         cfg.judge,
         pooling=cfg.mauve.pooling,
         device=cfg.device,
         batch_size=cfg.judge_batch_size,
         max_length=cfg.mauve.max_len,
     )
-    return TextScorer(judge, mauve_ref, train_texts, cfg), pool
+
+
+def build_scorer(
+    model, train_texts: Sequence[str], heldout_texts: Sequence[str], cfg: SuiteConfig, judge: ScoringJudge | None = None
+) -> tuple[TextScorer, list[str]]:
+    """Load the judge (unless given, from :func:`scoring_judge`) and featurise the MAUVE reference; returns the
+    scorer and the reference-row pool."""
+    mauve_ref, pool = split_reference(model_texts(model, heldout_texts), cfg.num_samples, cfg.reference_seed)
+    return TextScorer(judge or scoring_judge(cfg), mauve_ref, train_texts, cfg), pool
 
 
 def protocol(cfg: SuiteConfig, model, scorer: TextScorer, num_pool: int = 0) -> dict:
@@ -184,10 +190,13 @@ def protocol(cfg: SuiteConfig, model, scorer: TextScorer, num_pool: int = 0) -> 
     return out
 
 
-def evaluate_model(model, train_texts: Sequence[str], heldout_texts: Sequence[str], cfg: SuiteConfig) -> dict:
-    """Run the suite on a :class:`~ldlm.pipeline.LatentDiffusionLM`; returns the report dict (see module doc)."""
+def evaluate_model(
+    model, train_texts: Sequence[str], heldout_texts: Sequence[str], cfg: SuiteConfig, judge: ScoringJudge | None = None
+) -> dict:
+    """Run the suite on a :class:`~ldlm.pipeline.LatentDiffusionLM`; returns the report dict (see module doc).
+    ``judge``: a :func:`scoring_judge` of ``cfg`` to reuse (e.g. across the runs of an ablation)."""
     start = time.perf_counter()
-    scorer, pool = build_scorer(model, train_texts, heldout_texts, cfg)
+    scorer, pool = build_scorer(model, train_texts, heldout_texts, cfg, judge)
     per_seed, warnings = [], []
     for seed in cfg.seeds:
         t0 = time.perf_counter()

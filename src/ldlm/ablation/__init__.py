@@ -1,0 +1,105 @@
+"""Paper ablation tables at small scale (``ldlm ablate TABLE``): spec files in ``configs/ablations/``, one
+training + measurement per row x seed (resumable), mean ± std per row in ``OUT_DIR/TABLE.json`` and a Markdown
+table beside the paper's numbers in ``docs/results.md``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ldlm.ablation.run import PlannedRun, plan_runs, read_result, run_key, run_one, suite_config, train_command
+from ldlm.ablation.spec import METRICS, AblationSpec, AblationSpecError, load_spec
+from ldlm.ablation.table import aggregate, markdown_table, write_markdown_block
+from ldlm.io import atomic_write_json
+
+__all__ = ["AblationSpec", "AblationSpecError", "ablate", "load_spec"]
+
+DEFAULTS = {"out_dir": "results/ablations", "runs_dir": "runs/ablations", "markdown": "docs/results.md"}
+
+
+def _select_rows(spec: AblationSpec, names: list[str] | None):
+    if not names:
+        return spec.rows
+    known = [r.name for r in spec.rows]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise AblationSpecError(f"--rows: {', '.join(unknown)} not in {spec.name} (rows: {', '.join(known)})")
+    return [r for r in spec.rows if r.name in names]
+
+
+def _command(table: str, seeds: list[int], dirs: dict) -> str:
+    """The ``ldlm ablate`` line of the whole table (non-default directories included)."""
+    extra = [f"--{k.replace('_', '-')} {v}" for k, v in dirs.items() if str(v) != DEFAULTS[k]]
+    return " ".join(["ldlm ablate", str(table), f"--seeds {','.join(map(str, seeds))}", *extra])
+
+
+def _print_plan(spec: AblationSpec, planned: list[PlannedRun], rows, echo) -> None:
+    done = [p for p in planned if read_result(p.result, run_key(spec, p.row)) is not None]
+    echo(f"{spec.name}: {len(planned)} runs planned, {len(done)} already measured")
+    for p in planned:
+        echo(f"{p.row.name} seed {p.seed}: {'done' if p in done else 'to run'} -> {p.result}")
+        echo(f"  {train_command(spec, p)}")
+    for row in rows:
+        if not row.runnable:
+            echo(f"{row.name}: not run: {row.reason}")
+
+
+def ablate(
+    table: str,
+    *,
+    seeds: list[int] | None = None,
+    rows: list[str] | None = None,
+    out_dir: str | Path = DEFAULTS["out_dir"],
+    runs_dir: str | Path = DEFAULTS["runs_dir"],
+    markdown: str | Path = DEFAULTS["markdown"],
+    dry_run: bool = False,
+    report_only: bool = False,
+    progress: bool = False,
+    echo=print,
+) -> dict | None:
+    """Run (or with ``dry_run`` only print) the table's runs, then write TABLE.json and the Markdown block.
+    ``report_only``: rebuild the JSON and Markdown from the per-run JSONs already written, training nothing."""
+    spec = load_spec(table)
+    seeds = seeds or spec.seeds
+    selected = _select_rows(spec, rows)
+    planned = plan_runs(spec, seeds=seeds, rows=selected, runs_dir=Path(runs_dir), out_dir=Path(out_dir))
+    dirs = {"out_dir": out_dir, "runs_dir": runs_dir, "markdown": markdown}
+    command = _command(table, seeds, dirs)
+    if dry_run:
+        _print_plan(spec, planned, selected, echo)
+        return None
+    if not report_only:
+        _run_all(spec, planned, command=lambda run: _command(table, [run.seed], dirs), progress=progress, echo=echo)
+    agg = aggregate(
+        spec, table=str(table), out_dir=Path(out_dir), runs_dir=Path(runs_dir), seeds=seeds, command=command
+    )
+    json_path = Path(out_dir) / f"{spec.name}.json"
+    atomic_write_json(json_path, agg)
+    write_markdown_block(Path(markdown), spec.name, markdown_table(agg, str(json_path)))
+    echo(f"wrote {json_path} and the {spec.name} table in {markdown}")
+    return agg
+
+
+def _run_all(spec: AblationSpec, planned: list[PlannedRun], *, command, progress: bool, echo) -> None:
+    """Every planned run without a matching JSON, one progress line each; the judge is loaded once.
+    ``command(run)``: the ``ldlm ablate`` line of that run's seed (its row is added here)."""
+    from ldlm.evaluation.suite import scoring_judge
+
+    judge = None
+    needs_judge = any(METRICS[m][1] in ("suite", "interpolation") for m in spec.metrics)
+    for i, run in enumerate(planned, 1):
+        where = f"[{i}/{len(planned)}] {spec.name} {run.row.name} seed {run.seed}"
+        if read_result(run.result, run_key(spec, run.row)) is not None:
+            echo(f"{where}: measured earlier ({run.result})")
+            continue
+        if judge is None and needs_judge:
+            judge = scoring_judge(suite_config(spec, run.seed))
+        start = time.perf_counter()
+        row_command = f"{command(run)} --rows {run.row.name}"
+        result = run_one(spec, run, judge=judge, ablate_command=row_command, progress=progress)
+        trained = "trained" if result["trained_now"] else "loaded"
+        minutes = (time.perf_counter() - start) / 60
+        echo(
+            f"{where}: {minutes:.1f} min ({trained} {result['train_minutes_this_call']:.1f}, "
+            f"measured {result['eval_minutes']:.1f}) -> {run.result}"
+        )

@@ -1,0 +1,175 @@
+"""Run an ablation table: train every row x seed with the ``ldlm train`` recipe entry, measure it, one JSON each.
+
+A run's JSON (``OUT_DIR/TABLE/ROW-seedK.json``) is written atomically once its figures exist; a later
+invocation skips every run whose JSON is there and matches the spec (resumable). A run whose model was saved
+but not measured is loaded, not retrained; an interrupted training continues from its checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ldlm.ablation.spec import METRICS, AblationSpec, Row
+from ldlm.config import RunConfig, load_config
+from ldlm.io import atomic_write_json
+
+__all__ = ["PlannedRun", "plan_runs", "read_result", "run_key", "run_one", "suite_config", "train_command"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One row x seed: where it trains, where its figures go, and the overrides that make its config."""
+
+    row: Row
+    seed: int
+    run_dir: Path
+    result: Path
+    overrides: tuple[str, ...]  # common + row + seed + output_dir: exactly what `ldlm train BASE ...` gets
+
+
+def plan_runs(spec: AblationSpec, *, seeds: list[int], rows: list[Row], runs_dir: Path, out_dir: Path):
+    """The runs of the runnable ``rows`` x ``seeds``, in table order."""
+    planned = []
+    for row in rows:
+        if not row.runnable:
+            continue
+        for seed in seeds:
+            run_dir = Path(runs_dir) / spec.name / row.name / f"seed{seed}"
+            result = Path(out_dir) / spec.name / f"{row.name}-seed{seed}.json"
+            overrides = (*spec.config_overrides(row), f"seed={seed}", f"output_dir={run_dir}")
+            planned.append(PlannedRun(row, seed, run_dir, result, overrides))
+    return planned
+
+
+def train_command(spec: AblationSpec, run: PlannedRun) -> str:
+    """The ``ldlm train`` command line that trains this run on its own."""
+    return shlex.join(["ldlm", "train", spec.base, *run.overrides])
+
+
+def run_key(spec: AblationSpec, row: Row) -> dict:
+    """What a per-run JSON must match to count for the current spec (else it is stale and redone)."""
+    return {
+        "base": spec.base,
+        "config_overrides": spec.config_overrides(row),
+        "evaluation": vars(spec.evaluation),
+        "metrics": spec.metrics,
+    }
+
+
+def read_result(path: Path, key: dict) -> dict | None:
+    """A per-run JSON that matches ``key``, else None (missing, unreadable or from another spec)."""
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return result if result.get("key") == key else None
+
+
+def _saved_config(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def trained_model(cfg: RunConfig, *, progress: bool):
+    """``(model, summary, trained_now)``: the saved model when ``cfg.run_dir`` holds a finished run of this very
+    config, else the recipe's result (resuming the run's checkpoints only when its config is the same)."""
+    from ldlm.pipeline import LatentDiffusionLM
+    from ldlm.recipes import RECIPES
+
+    same = _saved_config(cfg.run_dir) == json.loads(json.dumps(cfg.to_dict()))
+    summary_file = cfg.run_dir / "summary.json"
+    if same and summary_file.is_file() and (cfg.run_dir / "model").is_dir():
+        return LatentDiffusionLM.from_pretrained(cfg.run_dir), json.loads(summary_file.read_text()), False
+    model, summary = RECIPES[cfg.recipe](cfg, progress=progress, resume=same)
+    return model, summary, True
+
+
+def suite_config(spec: AblationSpec, seed: int):
+    from ldlm.evaluation.mauve import MauveProtocol
+    from ldlm.evaluation.suite import SuiteConfig
+
+    ev = spec.evaluation
+    return SuiteConfig(
+        num_samples=ev.num_samples, seeds=(seed,), steps=ev.steps, judge=ev.judge, mauve=MauveProtocol(ev.mauve_max_len)
+    )
+
+
+def measure(model, summary: dict, spec: AblationSpec, seed: int, judge) -> dict:
+    """The spec's figures for one trained model: the suite (sampling seed = the run's seed), summary.json
+    entries and the probes the metrics need, each through the library's own evaluation code."""
+    from ldlm.evaluation import probes
+    from ldlm.evaluation.suite import evaluate_model
+    from ldlm.recipes.cosmos import load_cosmos_data
+
+    ev, sources = spec.evaluation, {METRICS[m][1] for m in spec.metrics}
+    data = load_cosmos_data(model.cfg)  # the run's own split: training texts (Mem) and held-out texts
+    n = ev.probe_texts
+    if sources & {"mismatch", "robustness", "interpolation"} and len(data.valid) < 2 * n:
+        raise ValueError(f"the run holds out {len(data.valid)} texts; evaluation.probe_texts={n} needs {2 * n}")
+    out: dict = {"metrics": {}, "reference": {}, "probes": {}}
+    if "suite" in sources:
+        report = evaluate_model(model, data.train, data.valid, suite_config(spec, seed), judge=judge)
+        for m in (m for m in spec.metrics if METRICS[m][1] == "suite"):
+            out["metrics"][m], out["reference"][m] = report["model"][m]["mean"], report["reference"][m]["mean"]
+        out.update(protocol=report["protocol"], samples=report["per_seed"][0]["samples"], warnings=report["warnings"])
+    if "summary" in sources:
+        out["metrics"]["heldout_token_accuracy"] = summary.get("heldout_token_accuracy")
+    texts = data.valid
+    steps = ev.steps or model.cfg.sample.steps
+    runners: dict[str, Callable[[], dict]] = {
+        "mismatch": lambda: probes.mismatch_probe(model, texts[:n], num_samples=n, steps_list=(steps,), seed=seed),
+        "robustness": lambda: probes.decoder_robustness_probe(model, texts[:n], seed=seed),
+        "interpolation": lambda: probes.interpolation_probe(
+            model, judge, texts[:n], texts[n : 2 * n], noise_ts=(0.0,), seed=seed
+        ),
+    }
+    for name in sorted(sources & runners.keys()):
+        out["probes"][name] = runners[name]()
+    curves = {name: result["curves"] for name, result in out["probes"].items()}
+    if "mismatch" in curves:
+        out["metrics"]["mismatch"] = curves["mismatch"]["generated"]["mse"][0]
+    if "robustness" in curves:
+        sigmas = out["probes"]["robustness"]["sigma"]
+        out["metrics"]["robustness_bleu"] = curves["robustness"]["decoded"]["bleu"][sigmas.index(1.0)]
+    if "interpolation" in curves:
+        mus = out["probes"]["interpolation"]["mu"]
+        out["metrics"]["interpolation_ppl"] = curves["interpolation"]["no noise"]["judge_ppl"][mus.index(0.5)]
+    return out
+
+
+def run_one(spec: AblationSpec, run: PlannedRun, *, judge, ablate_command: str, progress: bool = False) -> dict:
+    """Train (or load) one run, measure it and write its JSON; returns that dict."""
+    start = time.perf_counter()
+    cfg = load_config(spec.base, list(run.overrides))
+    model, summary, trained_now = trained_model(cfg, progress=progress)
+    train_minutes = (time.perf_counter() - start) / 60
+    measured = measure(model, summary, spec, run.seed, judge)
+    result = {
+        "table": spec.name,
+        "row": run.row.name,
+        "label": run.row.title,
+        "seed": run.seed,
+        "key": run_key(spec, run.row),
+        "overrides": list(run.overrides),
+        "train_command": train_command(spec, run),
+        "ablate_command": ablate_command,
+        "run_dir": str(run.run_dir),
+        "trained_now": trained_now,
+        "train_minutes_this_call": train_minutes,
+        "eval_minutes": (time.perf_counter() - start) / 60 - train_minutes,
+        "judge": spec.evaluation.judge,
+        "summary": summary,
+        **measured,
+    }
+    atomic_write_json(run.result, result)
+    return result

@@ -1,0 +1,181 @@
+"""Aggregate an ablation's per-run JSONs into ``OUT_DIR/TABLE.json`` and a Markdown table in ``docs/results.md``.
+
+Every figure is the mean ± sample std (ddof=1) over the training seeds found for the row, and lists the JSON
+files it came from. The Markdown block sits between ``<!-- ablate:TABLE:start -->`` and ``<!-- ablate:TABLE:end
+-->`` and is replaced in place on every re-run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import re
+from pathlib import Path
+
+from ldlm.ablation.run import plan_runs, read_result, run_key, train_command
+from ldlm.ablation.spec import METRICS, AblationSpec, Row
+from ldlm.evaluation.suite import summarize
+from ldlm.io import atomic_write_text
+
+__all__ = ["aggregate", "markdown_table", "ordering_agreement", "write_markdown_block"]
+
+_RESULT = re.compile(r"-seed(\d+)\.json$")
+
+
+def _row_results(spec: AblationSpec, row: Row, out_dir: Path) -> list[tuple[Path, dict]]:
+    """The row's per-run JSONs that match the current spec, by seed."""
+    found = []
+    for path in sorted(Path(out_dir, spec.name).glob(f"{row.name}-seed*.json")):
+        result = read_result(path, run_key(spec, row)) if _RESULT.search(path.name) else None
+        if result is not None:
+            found.append((path, result))
+    return sorted(found, key=lambda pr: pr[1]["seed"])
+
+
+def ordering_agreement(ours: list[float | None], paper: list[float | None]) -> dict:
+    """How many pairs of rows (with both figures, paper values distinct) are ordered as in the paper."""
+    both = [(o, p) for o, p in zip(ours, paper, strict=True) if o is not None and p is not None]
+    pairs = [(a, b) for a, b in itertools.combinations(both, 2) if a[1] != b[1]]
+    agree = sum((a[0] - b[0]) * (a[1] - b[1]) > 0 for a, b in pairs)
+    return {"agree": agree, "pairs": len(pairs)}
+
+
+def aggregate(spec: AblationSpec, *, table: str, out_dir: Path, runs_dir: Path, seeds: list[int], command: str) -> dict:
+    """The table as a dict: per row the figures over seeds, the paper's, the commands and the source JSONs.
+    ``command``: the ``ldlm ablate`` line of the whole table; a row's adds ``--rows NAME``."""
+    rows, references, first = [], {}, None  # references: sampling seed -> real-text figures (the same in every row)
+    for row in spec.rows:
+        results = _row_results(spec, row, out_dir)
+        first = first or next((r for _, r in results if "protocol" in r), None)
+        for _, r in results:
+            references.setdefault(r["seed"], r.get("reference", {}))
+        planned = plan_runs(spec, seeds=seeds, rows=[row], runs_dir=runs_dir, out_dir=out_dir)
+        rows.append(
+            {
+                "name": row.name,
+                "label": row.title,
+                "runnable": row.runnable,
+                "reason": row.reason,
+                "note": row.note,
+                "overrides": spec.config_overrides(row),
+                "command": f"{command} --rows {row.name}" if row.runnable else None,
+                "train_commands": {p.seed: train_command(spec, p) for p in planned},
+                "seeds": [r["seed"] for _, r in results],
+                "runs": [str(path) for path, _ in results],
+                "train_minutes": summarize([r["summary"].get("train_minutes") for _, r in results]),
+                "ours": {m: summarize([r["metrics"].get(m) for _, r in results]) for m in spec.metrics},
+                "paper": {m: row.paper.get(m) for m in spec.metrics},
+            }
+        )
+    ordering = {
+        m: ordering_agreement([r["ours"][m]["mean"] for r in rows], [r["paper"][m] for r in rows]) for m in spec.metrics
+    }
+    return {
+        "table": spec.name,
+        "title": spec.title,
+        "paper": spec.paper,
+        "spec": table,
+        "command": command,
+        "base": spec.base,
+        "common": spec.common,
+        "metrics": spec.metrics,
+        "labels": {m: METRICS[m][0] for m in spec.metrics},
+        "scale": spec.scale,
+        "notes": spec.notes,
+        "evaluation": vars(spec.evaluation),
+        "protocol": (first or {}).get("protocol"),
+        "std": "sample std (ddof=1) over training seeds; each run samples with its own seed",
+        "rows": rows,
+        "reference": {m: summarize([ref.get(m) for ref in references.values()]) for m in spec.metrics},
+        "reference_seeds": sorted(references),
+        "paper_reference": spec.paper_reference,
+        "ordering_vs_paper": ordering,
+        "written": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _digits(value: float) -> int:
+    return 1 if abs(value) >= 10 else 3 if abs(value) >= 0.1 else 4
+
+
+def _cell(ours: dict, paper: float | None, scale: float) -> str:
+    """``mean ± std (paper)``; the std keeps the mean's decimals, ours is multiplied by ``scale``."""
+    text = "—"
+    if ours["mean"] is not None:
+        mean, digits = ours["mean"] * scale, _digits(ours["mean"] * scale)
+        text = f"{mean:.{digits}f}" + (f" ± {ours['std'] * scale:.{digits}f}" if ours["n"] > 1 else "")
+    return text + (f" ({paper:g})" if paper is not None else "")  # the paper's number as the spec gives it
+
+
+def markdown_table(agg: dict, json_path: str) -> str:
+    """The Markdown block: table (ours, paper's in parentheses), protocol, ordering agreement, commands."""
+    metrics, scale = agg["metrics"], agg["scale"]
+    lines = [
+        f"### {agg['title']}",
+        "",
+        f"Paper: {agg['paper']}. Base preset `{agg['base']}`"
+        + (f" with `{' '.join(agg['common'])}`" if agg["common"] else "")
+        + f". Figures: `{json_path}`.",
+        "",
+        "| row | seeds | " + " | ".join(agg["labels"][m] for m in metrics) + " | notes |",
+        "|---|---|" + "---|" * len(metrics) + "---|",
+    ]
+    for row in agg["rows"]:
+        if not row["runnable"]:
+            cells = ["not run"] * len(metrics)
+            note = f"**not run:** {row['reason']}"
+        else:
+            cells = [_cell(row["ours"][m], row["paper"][m], scale.get(m, 1.0)) for m in metrics]
+            note = row["note"] or ""
+            if not row["seeds"]:
+                note = "not run yet" + (f"; {note}" if note else "")
+        seeds = ",".join(map(str, row["seeds"])) or "—"
+        lines.append(f"| {row['label']} | {seeds} | " + " | ".join(cells) + f" | {note} |")
+    ref = agg["reference"]
+    if any(ref[m]["n"] for m in metrics) or agg["paper_reference"]:
+        cells = [_cell(ref[m], agg["paper_reference"].get(m), scale.get(m, 1.0)) for m in metrics]
+        seeds = ",".join(map(str, agg["reference_seeds"])) or "—"
+        lines.append(f"| real held-out texts | {seeds} | " + " | ".join(cells) + " | same protocol as the samples |")
+    lines += ["", *_protocol_lines(agg)]
+    return "\n".join(lines)
+
+
+def _protocol_lines(agg: dict) -> list[str]:
+    ev, p = agg["evaluation"], agg["protocol"]
+    if p:
+        sampling = f"{p['sampling_steps']} {p['sampler']} sampling steps"
+    else:
+        sampling = f"{ev['steps']} sampling steps" if ev["steps"] else "the preset's sampler and steps"
+    scaled = "; ours " + ", ".join(f"{m} ×{s:g}" for m, s in agg["scale"].items()) if agg["scale"] else ""
+    agreement = ", ".join(
+        f"{agg['labels'][m]} {o['agree']}/{o['pairs']}" for m, o in agg["ordering_vs_paper"].items() if o["pairs"]
+    )
+    lines = [
+        f"Cells: ours as mean ± std over training seeds (paper's number in parentheses{scaled}); each run is "
+        "measured on its own sampling seed.",
+        f"Judge and MAUVE features: `{ev['judge']}` (PPL token-level; MAUVE on its last-token final hidden state, "
+        f"{ev['mauve_max_len']} tokens); {ev['num_samples']} samples per run against as many held-out texts; "
+        f"{sampling}; probes on {ev['probe_texts']} held-out texts.",
+    ]
+    if agreement:
+        lines.append(f"Pairs of rows ordered as in the paper: {agreement}.")
+    if agg["notes"]:
+        lines.append(agg["notes"].strip())
+    lines += [
+        "",
+        f"Reproduce: `HF_HUB_OFFLINE=1 {agg['command']}` (one row: add `--rows NAME`; the JSON lists each row's "
+        "command and the `ldlm train` line of each run).",
+    ]
+    return lines
+
+
+def write_markdown_block(path: Path, table: str, block: str) -> None:
+    """Put ``block`` between the table's markers in ``path`` (replaced in place; appended the first time)."""
+    start, end = f"<!-- ablate:{table}:start -->", f"<!-- ablate:{table}:end -->"
+    text = path.read_text() if path.is_file() else "# Ablation results\n"
+    wrapped = f"{start}\n{block}\n{end}"
+    if start in text and end in text and text.index(start) < text.index(end):
+        text = text[: text.index(start)] + wrapped + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + wrapped + "\n"
+    atomic_write_text(path, text)

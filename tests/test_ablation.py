@@ -1,0 +1,189 @@
+"""`ldlm ablate` on a tiny table (base `tiny`, 2 rows x 2 seeds, a few steps each): real training through the
+recipe entry, real judge PPL / MAUVE / probes, then the bookkeeping: mean ± std per row, resumability, dry run,
+spec errors before any training, not-run rows and the Markdown block."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ldlm import cli
+from ldlm.ablation import load_spec
+from ldlm.ablation.run import read_result
+from ldlm.ablation.spec import ABLATION_DIR, AblationSpecError
+from ldlm.ablation.table import ordering_agreement
+from ldlm.recipes import RECIPES
+
+STAGES = ("autoencoder_train", "diffusion_train")
+FAST = ["autoencoder_train.steps=4", "diffusion_train.steps=4", "encoder.stats_texts=64"]
+FAST += [f"{stage}.{key}=4" for stage in STAGES for key in ("eval_every", "log_every")]
+SPEC = {
+    "name": "tiny_table",
+    "title": "Tiny table",
+    "paper": "none (test)",
+    "base": "tiny",
+    "common": FAST,
+    "seeds": [0, 1],
+    "metrics": ["judge_ppl", "mauve", "div", "heldout_token_accuracy", "mismatch"],
+    "evaluation": {"num_samples": 6, "steps": 3, "probe_texts": 4, "mauve_max_len": 32},
+    "paper_reference": {"mauve": 0.9},
+    "rows": [
+        {"name": "base", "label": "all losses", "paper": {"mauve": 0.5, "judge_ppl": 60.0}},
+        {"name": "no_mse", "overrides": ["autoencoder.mse_weight=0"], "paper": {"mauve": 0.3, "judge_ppl": 70.0}},
+        {"name": "impossible", "runnable": False, "reason": "needs an identity latent encoder"},
+    ],
+}
+INTRO = "# Results\n\nHand-written intro that must survive.\n"
+
+
+def write_spec(path: Path, **changes) -> Path:
+    path.write_text(yaml.safe_dump({**SPEC, **changes}, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def ablate(spec: Path, root: Path, *extra: str) -> int:
+    args = ["--out-dir", str(root / "results"), "--runs-dir", str(root / "runs"), "--markdown", str(root / "doc.md")]
+    return cli.main(["ablate", str(spec), *args, *extra])
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Any training or measurement fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("trained or measured although nothing was to be done")
+
+    for recipe in list(RECIPES):
+        monkeypatch.setitem(RECIPES, recipe, refuse)
+    monkeypatch.setattr("ldlm.ablation.run.measure", refuse)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    """One real invocation: 2 runnable rows x 2 seeds trained and measured (about 20-30 s on 2 cores)."""
+    root = tmp_path_factory.mktemp("ablate")
+    (root / "doc.md").write_text(INTRO)
+    spec = write_spec(root / "tiny_table.yaml")
+    assert ablate(spec, root) == 0
+    return root, spec, json.loads((root / "results" / "tiny_table.json").read_text())
+
+
+def test_aggregate_is_mean_and_std_of_the_runs(table):
+    root, _, agg = table
+    rows = {r["name"]: r for r in agg["rows"]}
+    for name in ("base", "no_mse"):
+        row = rows[name]
+        assert row["seeds"] == [0, 1] and len(row["runs"]) == 2
+        runs = [json.loads(Path(p).read_text()) for p in row["runs"]]
+        assert [r["seed"] for r in runs] == [0, 1] and all(r["trained_now"] for r in runs)
+        for metric in SPEC["metrics"]:
+            values = [r["metrics"][metric] for r in runs]
+            assert all(isinstance(v, float) for v in values), (metric, values)
+            assert row["ours"][metric]["mean"] == pytest.approx(statistics.fmean(values))
+            assert row["ours"][metric]["std"] == pytest.approx(statistics.stdev(values))
+        assert 0 < row["ours"]["mauve"]["mean"] <= 1  # the real MAUVE path, judge features
+        assert row["command"].endswith(
+            f"--seeds 0,1 --out-dir {root / 'results'} --runs-dir {root / 'runs'} "
+            f"--markdown {root / 'doc.md'} --rows {name}"
+        )
+        assert f"seed=1 output_dir={root / 'runs' / 'tiny_table' / name / 'seed1'}" in row["train_commands"]["1"]
+        assert runs[1]["train_command"] == row["train_commands"]["1"]
+        assert (root / "runs" / "tiny_table" / name / "seed1" / "model").is_dir()
+    assert rows["no_mse"]["overrides"][-1] == "autoencoder.mse_weight=0"
+    assert rows["impossible"] == {**rows["impossible"], "runnable": False, "runs": [], "command": None}
+    assert agg["protocol"]["judge"] == "smollm2-135m" and agg["evaluation"]["num_samples"] == 6
+    assert agg["ordering_vs_paper"]["mauve"]["pairs"] == 1 and agg["reference"]["mauve"]["n"] == 2
+
+
+def test_markdown_block_has_not_run_rows_and_is_replaced_not_duplicated(table, no_training):
+    root, spec, _ = table
+    assert ablate(spec, root, "--report-only") == 0
+    assert ablate(spec, root) == 0  # everything measured already: only the table is rewritten
+    text = (root / "doc.md").read_text()
+    assert text.startswith(INTRO)
+    assert text.count("<!-- ablate:tiny_table:start -->") == 1 and text.count("<!-- ablate:tiny_table:end -->") == 1
+    lines = text.splitlines()
+    impossible = next(line for line in lines if line.startswith("| impossible |"))
+    assert "not run" in impossible and "needs an identity latent encoder" in impossible
+    base = next(line for line in lines if line.startswith("| all losses | 0,1 |"))
+    assert "(0.5)" in base and "±" in base  # the paper's number beside ours
+    assert "smollm2-135m" in text and "ldlm ablate" in text
+
+
+def test_second_invocation_trains_nothing_and_reloads_a_saved_model(table, no_training, monkeypatch, capsys):
+    root, spec, _ = table
+    assert ablate(spec, root) == 0
+    out = capsys.readouterr().out
+    assert out.count("measured earlier") == 4
+    monkeypatch.undo()  # measuring again is allowed now, training still is not
+    for recipe in list(RECIPES):
+        monkeypatch.setitem(RECIPES, recipe, lambda *a, **k: pytest.fail("retrained a saved run"))
+    (root / "results" / "tiny_table" / "base-seed1.json").unlink()
+    assert ablate(spec, root, "--rows", "base") == 0
+    assert "tiny_table base seed 1: " in capsys.readouterr().out
+    result = json.loads((root / "results" / "tiny_table" / "base-seed1.json").read_text())
+    assert result["trained_now"] is False and result["ablate_command"].endswith("--rows base")
+
+
+def test_dry_run_prints_commands_and_trains_nothing(tmp_path, no_training, capsys):
+    spec = write_spec(tmp_path / "tiny_table.yaml")
+    assert ablate(spec, tmp_path, "--dry-run", "--seeds", "3") == 0
+    out = capsys.readouterr().out
+    assert "2 runs planned, 0 already measured" in out
+    run_dir = tmp_path / "runs" / "tiny_table" / "base" / "seed3"
+    assert f"ldlm train tiny {' '.join(FAST)} seed=3 output_dir={run_dir}" in out
+    assert "impossible: not run: needs an identity latent encoder" in out
+    assert not (tmp_path / "results").exists() and not (tmp_path / "doc.md").exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"rows": [{"name": "a", "overrides": ["autoencoder.num_latent=3"]}]}, "autoencoder.num_latent"),
+        ({"rows": [{"name": "a", "overides": []}]}, "rows[0].overides"),
+        ({"colour": "blue"}, "'colour'"),
+        ({"rows": []}, "rows"),
+        ({"rows": [{"name": "a", "overrides": ["seed=3"]}]}, "rows[0] (a).overrides[0]"),
+        ({"rows": [{"name": "a", "runnable": False}]}, "rows[0] (a).reason"),
+        ({"rows": [{"name": "a", "paper": {"bleu": 1.0}}]}, "rows[0] (a).paper.bleu"),
+        ({"metrics": ["mauve", "perplexity"]}, "metrics"),
+        ({"common": ["autoencoder.mask_prob=1.5"]}, "autoencoder.mask_prob"),
+        ({"evaluation": {"num_sample": 4}}, "evaluation.num_sample"),
+    ],
+)
+def test_bad_spec_fails_before_training_naming_the_field(tmp_path, no_training, capsys, changes, named):
+    spec = write_spec(tmp_path / "bad.yaml", **changes)
+    assert ablate(spec, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "ldlm ablate: error:" in err and named in err and str(spec) in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_row_override_names_the_row(tmp_path):
+    rows = [{"name": "good"}, {"name": "typo", "overrides": ["diffusion.layerz=2"]}]
+    with pytest.raises(AblationSpecError, match=r"row 'typo': unknown key 'diffusion.layerz'"):
+        load_spec(write_spec(tmp_path / "spec.yaml", rows=rows))
+
+
+def test_a_result_from_another_spec_is_stale(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"key": {"base": "tiny"}, "metrics": {}}))
+    assert read_result(path, {"base": "tiny"}) is not None
+    assert read_result(path, {"base": "quickstart"}) is None
+    assert read_result(tmp_path / "missing.json", {}) is None
+
+
+def test_ordering_agreement_counts_pairs_ordered_as_in_the_paper():
+    assert ordering_agreement([1.0, 2.0, 3.0], [10.0, 30.0, 20.0]) == {"agree": 2, "pairs": 3}
+    assert ordering_agreement([1.0, None, 3.0], [10.0, 5.0, None]) == {"agree": 0, "pairs": 0}
+
+
+@pytest.mark.parametrize("table_name", sorted(p.stem for p in ABLATION_DIR.glob("*.yaml")))
+def test_shipped_specs_load_and_mark_unrunnable_rows(table_name):
+    spec = load_spec(table_name)  # every runnable row's config is built and its encoder checked
+    assert spec.name == table_name and len(spec.seeds) >= 3
+    assert all(r.reason for r in spec.rows if not r.runnable)
