@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -360,7 +361,9 @@ def full_window_texts(model: LatentDiffusionLM, texts: list[str]) -> list[str]:
     """The texts whose tokenisation fills all ``max_length`` positions (no padding row after truncation)."""
     if not texts:
         return []
-    lengths = tokenize_texts(model.encoder.tokenizer, texts, model.max_length).attention_mask.sum(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # truncation is expected here: a text longer than L fills the window
+        lengths = tokenize_texts(model.encoder.tokenizer, texts, model.max_length).attention_mask.sum(1)
     return [t for t, n in zip(texts, lengths.tolist(), strict=True) if n == model.max_length]
 
 
