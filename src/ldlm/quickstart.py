@@ -79,11 +79,14 @@ def report_run(
 
     cfg = model.cfg
     summary = json.loads((cfg.run_dir / "summary.json").read_text())
-    speed = {}
+    speed, real = {}, None
     if cfg.recipe == "cosmos":  # the stage-1 step whose input the feature cache replaces
         data = load_cosmos_data(cfg)
         speed = measure_feature_cache_speedup(model, data.train, batch_size=cfg.autoencoder_train.batch_size)
-    judged = judge_against_untrained(model, num_samples=num_samples or cfg.sample.num_samples, seed=cfg.sample.seed)
+        real = data.valid  # held out from both stages
+    judged = judge_against_untrained(
+        model, num_samples=num_samples or cfg.sample.num_samples, seed=cfg.sample.seed, reference_texts=real
+    )
     curves = plot_learning_curves(cfg.run_dir, out.with_name(out.stem + "_curves.png"), title=f"ldlm {config}")
     result = {
         "config": config,
@@ -128,6 +131,11 @@ def report_run(
         f"\nheld-out token accuracy {result['heldout_token_accuracy']:.3f} | judge ({judged['judge']}) PPL "
         f"trained {judged['judge_ppl_trained']:.1f} vs untrained {judged['judge_ppl_untrained']:.1f} "
         f"(entropy {judged['trained_stats']['entropy']:.2f} vs {judged['untrained_stats']['entropy']:.2f})"
+        + (
+            f"; real held-out texts {judged['judge_ppl_real']:.1f} (entropy {judged['real_stats']['entropy']:.2f})"
+            if "judge_ppl_real" in judged
+            else ""
+        )
         + (f" | feature cache speed-up {speed['feature_cache_speedup']:.1f}x" if speed else "")
         + (f" | peak RSS {result['peak_rss_gib']:.2f} GiB" if "peak_rss_gib" in result else "")
         + f"\nwrote {out}"

@@ -10,6 +10,7 @@ leaves only the denoiser untrained (what diffusion training adds, free of the re
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 
@@ -55,8 +56,12 @@ def judge_against_untrained(
     steps: int | None = None,
     seed: int = 0,
     judge: JudgeLM | str = "smollm2-135m",
+    reference_texts: list[str] | None = None,
 ) -> dict:
-    """Sample ``num_samples`` texts from ``model`` and its untrained twin; judge both (token-level PPL)."""
+    """Sample ``num_samples`` texts from ``model`` and its untrained twin; judge both (token-level PPL).
+
+    ``reference_texts`` (real held-out texts) are judged as the model would write them (truncated to L tokens,
+    through the tokenizer and back, so lowercased by an uncased encoder): the scale the samples aim at."""
     judge = JudgeLM(judge) if isinstance(judge, str) else judge
     samples = model.generate(num_samples, steps=steps, seed=seed)
     untrained = untrained_twin(model, seed).generate(num_samples, steps=steps, seed=seed)
@@ -82,4 +87,22 @@ def judge_against_untrained(
         "samples": samples,
         "untrained_samples": untrained[:8],
         "untrained_denoiser_samples": no_diffusion[:8],
+        **(real_reference(model, judge, reference_texts[:num_samples]) if reference_texts else {}),
+    }
+
+
+def real_reference(model: LatentDiffusionLM, judge: JudgeLM, texts: list[str]) -> dict:
+    """Judge PPL and text statistics of real texts in the model's own output form (L tokens, detokenised)."""
+    from ldlm.data.tokenize import tokenize_texts
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # truncation to L is the point here
+        ids = tokenize_texts(model.encoder.tokenizer, texts, model.max_length).input_ids
+    real = model.ids_to_texts(ids)
+    ppl = judge.perplexity(real)
+    return {
+        "judge_ppl_real": ppl["token_ppl"],
+        "judge_ppl_real_sample_mean": ppl["sample_ppl_mean"],
+        "real_stats": text_stats(real),
+        "num_real_texts": len(real),
     }
