@@ -177,9 +177,10 @@ def test_bench_reads_the_quickstart_peak_rss(tmp_path):
     assert quickstart_rss(report)[0] == 2.5
 
 
-def test_quickstart_report_records_its_peak_rss(tiny_run, tmp_path, monkeypatch):
+def test_quickstart_report_records_peak_rss_and_passes_heldout_texts(tiny_run, tmp_path, monkeypatch):
     import ldlm.report
     from ldlm.quickstart import report_run
+    from ldlm.recipes.cosmos import load_cosmos_data
 
     judged = {
         "samples": ["a story."],
@@ -189,8 +190,11 @@ def test_quickstart_report_records_its_peak_rss(tiny_run, tmp_path, monkeypatch)
         "trained_stats": {"entropy": 1.0},
         "untrained_stats": {"entropy": 2.0},
     }
-    monkeypatch.setattr(ldlm.report, "judge_against_untrained", lambda *a, **kw: judged)
+    seen = {}
+    monkeypatch.setattr(ldlm.report, "judge_against_untrained", lambda *a, **kw: seen.update(kw) or judged)
     out = tmp_path / "quickstart.json"
     result = report_run(tiny_run.model, out, config="tiny", started=time.perf_counter())
     assert 0 < result["peak_rss_gib"] < 64
     assert json.loads(out.read_text())["peak_rss_gib"] == result["peak_rss_gib"]
+    # real held-out texts are judged beside the samples
+    assert seen["reference_texts"] == load_cosmos_data(tiny_run.cfg).valid

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from ldlm.report import real_reference
 
 LONG = "The Mayor Said On Tuesday that " + " ".join(f"word{i}" for i in range(60))
@@ -29,28 +27,3 @@ def test_real_texts_are_judged_truncated_to_L_and_detokenised(tiny_run):
     assert tokens[0] == model.max_length - 2  # [CLS] ... [SEP] inside L positions: cut like a sample
     assert judge.seen[1] == "a short one." and judge.seen[0].startswith("the mayor said")  # uncased encoder
     assert (out["judge_ppl_real"], out["num_real_texts"]) == (42.0, 2) and out["real_stats"]["mean_words"] > 3
-
-
-def test_report_passes_the_heldout_texts_as_reference(tiny_run, tmp_path, monkeypatch):
-    import ldlm.report
-    from ldlm.quickstart import report_run
-    from ldlm.recipes.cosmos import load_cosmos_data
-
-    seen = {}
-
-    def fake_judge(model, **kwargs):
-        seen.update(kwargs)
-        return {
-            "samples": ["a story."],
-            "judge": "stub",
-            "judge_ppl_trained": 10.0,
-            "judge_ppl_untrained": 20.0,
-            "trained_stats": {"entropy": 1.0},
-            "untrained_stats": {"entropy": 2.0},
-            "judge_ppl_real": 5.0,
-            "real_stats": {"entropy": 3.0},
-        }
-
-    monkeypatch.setattr(ldlm.report, "judge_against_untrained", fake_judge)
-    report_run(tiny_run.model, tmp_path / "r.json", config="tiny", started=time.perf_counter())
-    assert seen["reference_texts"] == load_cosmos_data(tiny_run.cfg).valid
