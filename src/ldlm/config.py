@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from ldlm.io import read_yaml_mapping
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
@@ -315,12 +317,7 @@ def list_presets() -> list[str]:
 def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path in seen:
         raise ConfigError(f"config inheritance cycle through {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
+    data = read_yaml_mapping(path, ConfigError, "config keys")
     base = data.pop("base", None)
     if base is not None:
         data = _deep_merge(_load_yaml(preset_path(base), (*seen, path)), data)

@@ -91,3 +91,16 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def read_yaml_mapping(path: Path, error: type[Exception], expected: str) -> dict:
+    """A YAML file that must hold a mapping; ``error`` (naming the file) if it is invalid YAML or not a mapping."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as err:
+        raise error(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise error(f"{path} must hold a mapping of {expected}, got {type(data).__name__}")
+    return data

@@ -12,9 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from ldlm.config import CONFIG_DIR, ConfigError, from_dict, load_config, parse_override
+from ldlm.io import read_yaml_mapping
 
 __all__ = ["ABLATION_DIR", "METRICS", "AblationSpec", "AblationSpecError", "EvalSpec", "Row", "load_spec"]
 
@@ -112,12 +111,7 @@ def load_spec(table: str | Path, *, check_configs: bool = True) -> AblationSpec:
     """Read and validate a spec; ``check_configs`` also builds every runnable row's config (and checks its
     encoder) so that a bad override fails here, before any training."""
     path = spec_path(table)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise AblationSpecError(f"{path} is not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise AblationSpecError(f"{path} must hold a mapping (name, base, rows, ...), got {type(data).__name__}")
+    data = read_yaml_mapping(path, AblationSpecError, "spec fields (name, base, rows, ...)")
     try:
         spec = from_dict(AblationSpec, data)
         _validate(spec)
