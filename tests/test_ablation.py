@@ -59,7 +59,8 @@ def no_training(monkeypatch):
 
     for recipe in list(RECIPES):
         monkeypatch.setitem(RECIPES, recipe, refuse)
-    monkeypatch.setattr("ldlm.ablation.run.measure", refuse)
+    monkeypatch.setattr("ldlm.ablation.run.generate", refuse)
+    monkeypatch.setattr("ldlm.ablation.run.score", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -123,10 +124,36 @@ def test_second_invocation_trains_nothing_and_reloads_a_saved_model(table, no_tr
     for recipe in list(RECIPES):
         monkeypatch.setitem(RECIPES, recipe, lambda *a, **k: pytest.fail("retrained a saved run"))
     (root / "results" / "tiny_table" / "base-seed1.json").unlink()
+    (root / "results" / "tiny_table" / "generated" / "base-seed1.json").unlink()
     assert ablate(spec, root, "--rows", "base") == 0
     assert "tiny_table base seed 1: " in capsys.readouterr().out
     result = json.loads((root / "results" / "tiny_table" / "base-seed1.json").read_text())
     assert result["trained_now"] is False and result["ablate_command"].endswith("--rows base")
+
+
+def test_generate_only_then_scoring_elsewhere_gives_the_same_figures(table, monkeypatch, capsys):
+    """Train + sample where no judge is (--generate-only), score later without the model: same numbers."""
+    root, spec, _ = table
+    results = root / "results" / "tiny_table"
+    before = {seed: json.loads((results / f"no_mse-seed{seed}.json").read_text()) for seed in (0, 1)}
+    for seed in (0, 1):
+        (results / f"no_mse-seed{seed}.json").unlink()
+    (results / "generated" / "no_mse-seed1.json").unlink()  # seed 1 is sampled again from the saved model
+    monkeypatch.setattr("ldlm.evaluation.suite.scoring_judge", lambda *a, **k: pytest.fail("judge loaded"))
+    assert ablate(spec, root, "--rows", "no_mse", "--generate-only") == 0
+    assert "generated" in capsys.readouterr().out and not (results / "no_mse-seed1.json").exists()
+    generated = json.loads((results / "generated" / "no_mse-seed1.json").read_text())
+    assert generated["trained_now"] is False and generated["generated_on"] == "cpu"
+    assert len(generated["suite"]["per_seed"][0]["model"]) == SPEC["evaluation"]["num_samples"]
+    monkeypatch.undo()
+    for recipe in list(RECIPES):  # scoring needs neither training nor the saved model
+        monkeypatch.setitem(RECIPES, recipe, lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr("ldlm.ablation.run.trained_model", lambda *a, **k: pytest.fail("model loaded to score"))
+    assert ablate(spec, root, "--rows", "no_mse") == 0
+    for seed in (0, 1):
+        after = json.loads((results / f"no_mse-seed{seed}.json").read_text())
+        assert after["metrics"] == pytest.approx(before[seed]["metrics"]), seed
+        assert after["samples"] == before[seed]["samples"]
 
 
 def test_dry_run_prints_commands_and_trains_nothing(tmp_path, no_training, capsys):

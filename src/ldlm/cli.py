@@ -13,11 +13,14 @@ ldlm evaluate RUN_DIR [-n 128] [--seeds 0,1,2] [--paper]   judge PPL, MAUVE, Div
 ldlm sweep RUN_DIR [--steps-list 10,25,50,100,200]         quality vs sampling steps -> JSON + PNG
 ldlm probe {interpolation,robustness,mismatch,trajectory,loss-t,all} RUN_DIR   latent-space probes -> JSON + PNG
 ldlm bench [--smoke] [--out results/bench.json]   sampling speed vs GPT-2, step cost, % of matmul peak -> JSON + PNG
-ldlm ablate TABLE [--seeds 0,1,2] [--rows r1,r2] [--dry-run] [--report-only] [--out-dir results/ablations]
-                  [--runs-dir runs/ablations] [--markdown docs/results.md]
+ldlm ablate TABLE [--seeds 0,1,2] [--rows r1,r2] [--dry-run] [--report-only] [--generate-only]
+                  [--out-dir results/ablations] [--runs-dir runs/ablations] [--markdown docs/results.md]
                                           a paper table (configs/ablations/TABLE.yaml or a YAML path): train and
                                           measure every row x seed (resumable: measured runs are skipped), then
-                                          OUT_DIR/TABLE.json (mean ± std per row) and its Markdown in docs/results.md
+                                          OUT_DIR/TABLE.json (mean ± std per row) and its Markdown in docs/results.md;
+                                          --generate-only: train + sample + judge-free probes only (a GPU node
+                                          without the judge), OUT_DIR/TABLE/generated/*.json; a later plain call
+                                          scores those files instead of training
 """
 
 from __future__ import annotations
@@ -303,6 +306,7 @@ def _cmd_ablate(args: argparse.Namespace) -> None:
         markdown=args.markdown,
         dry_run=args.dry_run,
         report_only=args.report_only,
+        generate_only=args.generate_only,
         progress=args.progress,
     )
 
@@ -384,6 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", default=None, help="comma-separated row names (default: all rows)")
     p.add_argument("--dry-run", action="store_true", help="print the planned runs and their train commands only")
     p.add_argument("--report-only", action="store_true", help="rebuild JSON + Markdown from finished runs, no training")
+    p.add_argument(
+        "--generate-only",
+        action="store_true",
+        help="train, sample and run the judge-free probes only (OUT_DIR/TABLE/generated/); score later",
+    )
     p.add_argument("--out-dir", default="results/ablations", help="per-run JSONs in OUT_DIR/TABLE/, TABLE.json here")
     p.add_argument("--runs-dir", default="runs/ablations", help="run directories: RUNS_DIR/TABLE/ROW/seedK")
     p.add_argument("--markdown", default="docs/results.md", help="Markdown file that holds the table's block")

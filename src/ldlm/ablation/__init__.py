@@ -7,7 +7,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ldlm.ablation.run import PlannedRun, plan_runs, read_result, run_key, run_one, suite_config, train_command
+from ldlm.ablation.run import (
+    PlannedRun,
+    generate_one,
+    generated_path,
+    plan_runs,
+    read_result,
+    run_key,
+    run_one,
+    suite_config,
+    train_command,
+)
 from ldlm.ablation.spec import METRICS, AblationSpec, AblationSpecError, load_spec
 from ldlm.ablation.table import aggregate, markdown_table, write_markdown_block
 from ldlm.io import atomic_write_json
@@ -54,11 +64,14 @@ def ablate(
     markdown: str | Path = DEFAULTS["markdown"],
     dry_run: bool = False,
     report_only: bool = False,
+    generate_only: bool = False,
     progress: bool = False,
     echo=print,
 ) -> dict | None:
     """Run (or with ``dry_run`` only print) the table's runs, then write TABLE.json and the Markdown block.
-    ``report_only``: rebuild the JSON and Markdown from the per-run JSONs already written, training nothing."""
+    ``report_only``: rebuild the JSON and Markdown from the per-run JSONs already written, training nothing.
+    ``generate_only``: train, sample and run the judge-free probes of every unmeasured run into
+    ``OUT_DIR/TABLE/generated/`` (no judge is loaded, no table written); a later call scores those files."""
     spec = load_spec(table)
     seeds = seeds or spec.seeds
     selected = _select_rows(spec, rows)
@@ -67,6 +80,9 @@ def ablate(
     command = _command(table, seeds, dirs)
     if dry_run:
         _print_plan(spec, planned, selected, echo)
+        return None
+    if generate_only:
+        _generate_all(spec, planned, progress=progress, echo=echo)
         return None
     if not report_only:
         _run_all(spec, planned, command=lambda run: _command(table, [run.seed], dirs), progress=progress, echo=echo)
@@ -102,4 +118,20 @@ def _run_all(spec: AblationSpec, planned: list[PlannedRun], *, command, progress
         echo(
             f"{where}: {minutes:.1f} min ({trained} {result['train_minutes_this_call']:.1f}, "
             f"measured {result['eval_minutes']:.1f}) -> {run.result}"
+        )
+
+
+def _generate_all(spec: AblationSpec, planned: list[PlannedRun], *, progress: bool, echo) -> None:
+    """:func:`generate_one` for every planned run that has neither a measured nor a generated JSON."""
+    for i, run in enumerate(planned, 1):
+        where = f"[{i}/{len(planned)}] {spec.name} {run.row.name} seed {run.seed}"
+        if read_result(run.result, run_key(spec, run.row)) is not None:
+            echo(f"{where}: measured earlier ({run.result})")
+            continue
+        start = time.perf_counter()
+        generated = generate_one(spec, run, progress=progress)
+        minutes, trained = (time.perf_counter() - start) / 60, generated["train_minutes_this_call"]
+        echo(
+            f"{where}: {minutes:.1f} min (trained {trained:.1f}, generated {generated['generate_minutes']:.1f} "
+            f"on {generated['generated_on']}) -> {generated_path(run)}"
         )

@@ -19,7 +19,17 @@ from ldlm.ablation.spec import METRICS, AblationSpec, Row
 from ldlm.config import RunConfig, load_config
 from ldlm.io import atomic_write_json
 
-__all__ = ["PlannedRun", "plan_runs", "read_result", "run_key", "run_one", "suite_config", "train_command"]
+__all__ = [
+    "PlannedRun",
+    "generate_one",
+    "generated_path",
+    "plan_runs",
+    "read_result",
+    "run_key",
+    "run_one",
+    "suite_config",
+    "train_command",
+]
 
 log = logging.getLogger(__name__)
 
@@ -104,37 +114,61 @@ def suite_config(spec: AblationSpec, seed: int):
     )
 
 
-def measure(model, summary: dict, spec: AblationSpec, seed: int, judge) -> dict:
-    """The spec's figures for one trained model: the suite (sampling seed = the run's seed), summary.json
-    entries and the probes the metrics need, each through the library's own evaluation code."""
+def generate(model, summary: dict, spec: AblationSpec, seed: int) -> dict:
+    """Everything of one trained model that needs no judge: the suite's texts, the judge-free probes and the
+    interpolation texts (sampling seed = the run's seed). JSON-serialisable: :func:`score` finishes it, on this
+    machine or on one with the judge (train and sample on a GPU node, score anywhere)."""
     from ldlm.evaluation import probes
-    from ldlm.evaluation.suite import evaluate_model
+    from ldlm.evaluation.suite import generate_texts
     from ldlm.recipes.cosmos import load_cosmos_data
 
     ev, sources = spec.evaluation, {METRICS[m][1] for m in spec.metrics}
-    data = load_cosmos_data(model.cfg)  # the run's own split: training texts (Mem) and held-out texts
+    texts = load_cosmos_data(model.cfg).valid  # the run's own held-out split
     n = ev.probe_texts
-    if sources & {"mismatch", "robustness", "interpolation"} and len(data.valid) < 2 * n:
-        raise ValueError(f"the run holds out {len(data.valid)} texts; evaluation.probe_texts={n} needs {2 * n}")
-    out: dict = {"metrics": {}, "reference": {}, "probes": {}}
+    if sources & {"mismatch", "robustness", "interpolation"} and len(texts) < 2 * n:
+        raise ValueError(f"the run holds out {len(texts)} texts; evaluation.probe_texts={n} needs {2 * n}")
+    out: dict = {"summary": summary, "probes": {}, "generated_on": _hardware(model)}
     if "suite" in sources:
-        report = evaluate_model(model, data.train, data.valid, suite_config(spec, seed), judge=judge)
-        for m in (m for m in spec.metrics if METRICS[m][1] == "suite"):
-            out["metrics"][m], out["reference"][m] = report["model"][m]["mean"], report["reference"][m]["mean"]
-        out.update(protocol=report["protocol"], samples=report["per_seed"][0]["samples"], warnings=report["warnings"])
-    if "summary" in sources:
-        out["metrics"]["heldout_token_accuracy"] = summary.get("heldout_token_accuracy")
-    texts = data.valid
+        out["suite"] = generate_texts(model, texts, suite_config(spec, seed))
     steps = ev.steps or model.cfg.sample.steps
     runners: dict[str, Callable[[], dict]] = {
         "mismatch": lambda: probes.mismatch_probe(model, texts[:n], num_samples=n, steps_list=(steps,), seed=seed),
         "robustness": lambda: probes.decoder_robustness_probe(model, texts[:n], seed=seed),
-        "interpolation": lambda: probes.interpolation_probe(
-            model, judge, texts[:n], texts[n : 2 * n], noise_ts=(0.0,), seed=seed
-        ),
     }
     for name in sorted(sources & runners.keys()):
         out["probes"][name] = runners[name]()
+    if "interpolation" in sources:
+        out["interpolation"] = probes.interpolation_texts(
+            model, texts[:n], texts[n : 2 * n], noise_ts=(0.0,), seed=seed
+        )
+    return out
+
+
+def _hardware(model) -> str:
+    import torch
+
+    device = torch.device(model.device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def score(generated: dict, spec: AblationSpec, cfg: RunConfig, seed: int, judge) -> dict:
+    """The spec's figures from :func:`generate`'s output: judge PPL, MAUVE, Div, ... of the texts, the probes'
+    figures and summary.json entries, each through the library's own evaluation code."""
+    from ldlm.evaluation import probes
+    from ldlm.evaluation.suite import score_texts
+    from ldlm.recipes.cosmos import load_cosmos_data
+
+    out: dict = {"metrics": {}, "reference": {}, "probes": dict(generated["probes"])}
+    if "suite" in generated:
+        train = load_cosmos_data(cfg).train  # Mem: the run's own training texts
+        report = score_texts(generated["suite"], train, suite_config(spec, seed), judge=judge)
+        for m in (m for m in spec.metrics if METRICS[m][1] == "suite"):
+            out["metrics"][m], out["reference"][m] = report["model"][m]["mean"], report["reference"][m]["mean"]
+        out.update(protocol=report["protocol"], samples=report["per_seed"][0]["samples"], warnings=report["warnings"])
+    if "heldout_token_accuracy" in spec.metrics:
+        out["metrics"]["heldout_token_accuracy"] = generated["summary"].get("heldout_token_accuracy")
+    if "interpolation" in generated:
+        out["probes"]["interpolation"] = probes.score_interpolation(generated["interpolation"], judge)
     curves = {name: result["curves"] for name, result in out["probes"].items()}
     if "mismatch" in curves:
         out["metrics"]["mismatch"] = curves["mismatch"]["generated"]["mse"][0]
@@ -147,13 +181,39 @@ def measure(model, summary: dict, spec: AblationSpec, seed: int, judge) -> dict:
     return out
 
 
-def run_one(spec: AblationSpec, run: PlannedRun, *, judge, ablate_command: str, progress: bool = False) -> dict:
-    """Train (or load) one run, measure it and write its JSON; returns that dict."""
+def generated_path(run: PlannedRun) -> Path:
+    """Where :func:`generate_one` keeps a run's unscored outputs: ``OUT_DIR/TABLE/generated/ROW-seedK.json``."""
+    return run.result.parent / "generated" / run.result.name
+
+
+def generate_one(spec: AblationSpec, run: PlannedRun, *, progress: bool = False) -> dict:
+    """Train (or load) one run and write its judge-free outputs (:func:`generate`) once; returns that dict.
+    A matching file from an earlier call (or another machine) is read instead."""
+    path = generated_path(run)
+    done = read_result(path, run_key(spec, run.row))
+    if done is not None:
+        return done
     start = time.perf_counter()
     cfg = load_config(spec.base, list(run.overrides))
     model, summary, trained_now = trained_model(cfg, progress=progress)
     train_minutes = (time.perf_counter() - start) / 60
-    measured = measure(model, summary, spec, run.seed, judge)
+    generated = {
+        "key": run_key(spec, run.row),
+        "trained_now": trained_now,
+        "train_minutes_this_call": train_minutes,
+        **generate(model, summary, spec, run.seed),
+    }
+    generated["generate_minutes"] = (time.perf_counter() - start) / 60 - train_minutes
+    atomic_write_json(path, generated)
+    return generated
+
+
+def run_one(spec: AblationSpec, run: PlannedRun, *, judge, ablate_command: str, progress: bool = False) -> dict:
+    """Train (or load), generate and score one run and write its JSON; returns that dict."""
+    generated = generate_one(spec, run, progress=progress)
+    start = time.perf_counter()
+    cfg = load_config(spec.base, list(run.overrides))
+    measured = score(generated, spec, cfg, run.seed, judge)
     result = {
         "table": spec.name,
         "row": run.row.name,
@@ -164,11 +224,12 @@ def run_one(spec: AblationSpec, run: PlannedRun, *, judge, ablate_command: str, 
         "train_command": train_command(spec, run),
         "ablate_command": ablate_command,
         "run_dir": str(run.run_dir),
-        "trained_now": trained_now,
-        "train_minutes_this_call": train_minutes,
-        "eval_minutes": (time.perf_counter() - start) / 60 - train_minutes,
+        "trained_now": generated["trained_now"],
+        "generated_on": generated["generated_on"],
+        "train_minutes_this_call": generated["train_minutes_this_call"],
+        "eval_minutes": generated["generate_minutes"] + (time.perf_counter() - start) / 60,
         "judge": spec.evaluation.judge,
-        "summary": summary,
+        "summary": generated["summary"],
         **measured,
     }
     atomic_write_json(run.result, result)

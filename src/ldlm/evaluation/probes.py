@@ -24,8 +24,10 @@ __all__ = [
     "PROBES",
     "decoder_robustness_probe",
     "interpolation_probe",
+    "interpolation_texts",
     "loss_vs_t_probe",
     "mismatch_probe",
+    "score_interpolation",
     "trajectory_probe",
     "write_probe",
 ]
@@ -73,9 +75,8 @@ def _judge_or_none(judge: JudgeLM, texts: list[str]) -> float | None:
         return None
 
 
-def interpolation_probe(
+def interpolation_texts(
     model,
-    judge: JudgeLM,
     texts_a: Sequence[str],
     texts_b: Sequence[str],
     *,
@@ -84,7 +85,8 @@ def interpolation_probe(
     denoise_steps: int = 1,
     seed: int = 0,
 ) -> dict:
-    """Judge PPL and entropy of texts decoded from ``μ z1 + (1-μ) z2``, optionally noised to t and denoised.
+    """Texts decoded from ``μ z1 + (1-μ) z2``, optionally noised to t and denoised, per curve and μ (unscored,
+    JSON-serialisable: :func:`score_interpolation` judges them, possibly on another machine).
 
     ``denoise_steps=1`` is COSMOS §5.1: a single x0 prediction from ``z_t``; more steps run the sampler to 0.
     """
@@ -92,30 +94,43 @@ def interpolation_probe(
     if len(a) != len(b):
         raise ValueError(f"interpolation pairs texts one to one: got {len(a)} and {len(b)} non-empty texts")
     z1, z2 = model.encode(a), model.encode(b)  # (B, N, d)
-    curves, examples = {}, {}
+    decoded = {}
     for t in noise_ts:
         label = "no noise" if t == 0 else f"noised to t={t:g}, denoised in {denoise_steps} step(s)"
-        ppl, ent, ex = [], [], []
+        per_mu = []
         for mu in mus:
             z = mu * z1 + (1 - mu) * z2
             if t > 0:
                 z = denoise_from(model, z, t, denoise_steps, seed)
-            texts = model.decode(z)
-            ppl.append(_judge_or_none(judge, texts))
-            ent.append(unigram_entropy(texts) if any(x.strip() for x in texts) else None)
-            ex.append(texts[0])
+            per_mu.append(model.decode(z))
+        decoded[label] = per_mu
+    return {"mu": list(mus), "texts": decoded, "num_pairs": len(a), "seed": seed}
+
+
+def score_interpolation(decoded: dict, judge: JudgeLM) -> dict:
+    """The interpolation probe's curves (judge PPL, entropy per μ) from :func:`interpolation_texts`' output."""
+    curves, examples = {}, {}
+    for label, per_mu in decoded["texts"].items():
+        ppl = [_judge_or_none(judge, list(texts)) for texts in per_mu]
+        ent = [unigram_entropy(texts) if any(x.strip() for x in texts) else None for texts in per_mu]
         curves[label] = {"judge_ppl": ppl, "entropy": ent}
-        examples[label] = ex
+        examples[label] = [texts[0] for texts in per_mu]
     return {
         "probe": "interpolation",
         "x": "mu",
-        "mu": list(mus),
+        "mu": list(decoded["mu"]),
         "curves": curves,
         "examples_pair0": examples,
-        "num_pairs": len(a),
+        "num_pairs": decoded["num_pairs"],
         "judge": judge.name,
-        "seed": seed,
+        "seed": decoded["seed"],
     }
+
+
+def interpolation_probe(model, judge: JudgeLM, texts_a: Sequence[str], texts_b: Sequence[str], **kwargs) -> dict:
+    """Judge PPL and entropy of texts decoded along latent interpolations (COSMOS Fig. 3, LDLM Fig. 3);
+    ``kwargs``: those of :func:`interpolation_texts`."""
+    return score_interpolation(interpolation_texts(model, texts_a, texts_b, **kwargs), judge)
 
 
 def decoder_robustness_probe(

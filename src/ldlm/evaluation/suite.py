@@ -28,7 +28,10 @@ __all__ = [
     "TextScorer",
     "build_scorer",
     "evaluate_model",
+    "generate_texts",
+    "model_info",
     "model_texts",
+    "score_texts",
     "scoring_judge",
     "split_reference",
     "summarize",
@@ -164,8 +167,19 @@ def build_scorer(
     return TextScorer(judge or scoring_judge(cfg), mauve_ref, train_texts, cfg), pool
 
 
-def protocol(cfg: SuiteConfig, model, scorer: TextScorer, num_pool: int = 0) -> dict:
-    """Everything that fixes the numbers, written into the report beside them."""
+def model_info(model) -> dict:
+    """What the report needs to know about the model besides its texts (so scoring needs no model)."""
+    return {
+        "run": str(model.cfg.run_dir),
+        "config": model.cfg.name,
+        "sampling_steps": model.cfg.sample.steps,
+        "sampler": model.cfg.sample.sampler,
+        "max_length": model.max_length,
+    }
+
+
+def protocol(cfg: SuiteConfig, info: dict, scorer: TextScorer, num_pool: int = 0) -> dict:
+    """Everything that fixes the numbers, written into the report beside them (``info``: :func:`model_info`)."""
     judge, num_train, num_ref = scorer.judge, len(scorer.train_texts), len(scorer.reference_features)
     out = {
         "judge": judge.name,
@@ -174,12 +188,12 @@ def protocol(cfg: SuiteConfig, model, scorer: TextScorer, num_pool: int = 0) -> 
         "eos": "samples are cut at the model's first end token ([SEP]/EOS); no EOS is appended for the judge",
         "num_samples": cfg.num_samples,
         "seeds": list(cfg.seeds),
-        "sampling_steps": cfg.steps or model.cfg.sample.steps,
-        "sampler": cfg.sampler or model.cfg.sample.sampler,
+        "sampling_steps": cfg.steps or info["sampling_steps"],
+        "sampler": cfg.sampler or info["sampler"],
         "mauve_max_len": judge.max_length,  # = cfg.mauve.max_len unless the judge context is shorter
         "mauve": cfg.mauve.to_dict(),
         "mauve_reference_texts": num_ref,
-        "reference_preprocessing": f"round trip through the model tokenizer (L={model.max_length} tokens)",
+        "reference_preprocessing": f"round trip through the model tokenizer (L={info['max_length']} tokens)",
         "word_metrics": "lowercased whitespace words; div = prod_{n=2..4} unique/total n-grams over the set; "
         "entropy = mean per-sample unigram entropy (nats)",
         "mem": f"share of generated {cfg.mem_n}-grams found in the {num_train} training texts",
@@ -190,14 +204,12 @@ def protocol(cfg: SuiteConfig, model, scorer: TextScorer, num_pool: int = 0) -> 
     return out
 
 
-def evaluate_model(
-    model, train_texts: Sequence[str], heldout_texts: Sequence[str], cfg: SuiteConfig, judge: ScoringJudge | None = None
-) -> dict:
-    """Run the suite on a :class:`~ldlm.pipeline.LatentDiffusionLM`; returns the report dict (see module doc).
-    ``judge``: a :func:`scoring_judge` of ``cfg`` to reuse (e.g. across the runs of an ablation)."""
+def generate_texts(model, heldout_texts: Sequence[str], cfg: SuiteConfig) -> dict:
+    """The suite's texts, unscored: per seed the samples and the real reference-row texts, plus the MAUVE
+    reference. JSON-serialisable, so sampling can run where no judge is (a GPU node) and scoring elsewhere."""
     start = time.perf_counter()
-    scorer, pool = build_scorer(model, train_texts, heldout_texts, cfg, judge)
-    per_seed, warnings = [], []
+    mauve_ref, pool = split_reference(model_texts(model, heldout_texts), cfg.num_samples, cfg.reference_seed)
+    per_seed = []
     for seed in cfg.seeds:
         t0 = time.perf_counter()
         samples = model.generate(
@@ -205,17 +217,35 @@ def evaluate_model(
         )
         gen_seconds = time.perf_counter() - t0
         real = random.Random(seed).sample(pool, cfg.num_samples)
-        row = {"seed": seed, "generation_seconds": gen_seconds}
-        for name, texts in (("model", samples), ("reference", real)):
-            row[name], notes = scorer.score(texts)
+        per_seed.append({"seed": seed, "generation_seconds": gen_seconds, "model": samples, "reference": real})
+    return {
+        "model_info": model_info(model),
+        "mauve_reference": mauve_ref,
+        "pool_size": len(pool),
+        "per_seed": per_seed,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def score_texts(texts: dict, train_texts: Sequence[str], cfg: SuiteConfig, judge: ScoringJudge | None = None) -> dict:
+    """The report (see module doc) of :func:`generate_texts`' output; ``judge`` as in :func:`evaluate_model`."""
+    start = time.perf_counter()
+    scorer = TextScorer(judge or scoring_judge(cfg), texts["mauve_reference"], train_texts, cfg)
+    per_seed, warnings = [], []
+    for gen in texts["per_seed"]:
+        seed = gen["seed"]
+        row = {"seed": seed, "generation_seconds": gen["generation_seconds"]}
+        for name in ("model", "reference"):
+            row[name], notes = scorer.score(list(gen[name]))
             warnings += [f"seed {seed}, {name}: {n}" for n in notes]
-        row["samples"], row["reference_samples"] = samples[:8], real[:8]
+        row["samples"], row["reference_samples"] = gen["model"][:8], gen["reference"][:8]
         per_seed.append(row)
         log.info("seed %d: model %s | reference %s", seed, _brief(row["model"]), _brief(row["reference"]))
+    info = texts["model_info"]
     report = {
-        "run": str(model.cfg.run_dir),
-        "config": model.cfg.name,
-        "protocol": protocol(cfg, model, scorer, len(pool)),
+        "run": info["run"],
+        "config": info["config"],
+        "protocol": protocol(cfg, info, scorer, texts["pool_size"]),
         "settings": {**asdict(cfg), "mauve": cfg.mauve.to_dict()},
     }
     for row in ("model", "reference"):
@@ -226,9 +256,17 @@ def evaluate_model(
         generation_seconds_per_sample=sum(r["generation_seconds"] for r in per_seed)
         / (len(per_seed) * cfg.num_samples),
         warnings=warnings,
-        seconds=time.perf_counter() - start,
+        seconds=texts["seconds"] + time.perf_counter() - start,
     )
     return report
+
+
+def evaluate_model(
+    model, train_texts: Sequence[str], heldout_texts: Sequence[str], cfg: SuiteConfig, judge: ScoringJudge | None = None
+) -> dict:
+    """Run the suite on a :class:`~ldlm.pipeline.LatentDiffusionLM`; returns the report dict (see module doc).
+    ``judge``: a :func:`scoring_judge` of ``cfg`` to reuse (e.g. across the runs of an ablation)."""
+    return score_texts(generate_texts(model, heldout_texts, cfg), train_texts, cfg, judge)
 
 
 def _brief(values: dict) -> str:

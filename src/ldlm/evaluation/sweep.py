@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ldlm.evaluation.figures import plot_curves
-from ldlm.evaluation.suite import SuiteConfig, TextScorer, protocol, summarize
+from ldlm.evaluation.suite import SuiteConfig, TextScorer, model_info, protocol, summarize
 from ldlm.io import atomic_write_json
 
 __all__ = ["SWEEP_METRICS", "steps_sweep", "write_sweep"]
@@ -38,7 +38,7 @@ def steps_sweep(model, scorer: TextScorer, steps_list: Sequence[int], cfg: Suite
         row = {"steps": steps, "seconds_per_sample": seconds / (len(cfg.seeds) * cfg.num_samples)}
         row.update({m: summarize([s[m] for s in scores]) for m in SWEEP_METRICS})
         rows.append(row)
-    proto = protocol(cfg, model, scorer)
+    proto = protocol(cfg, model_info(model), scorer)
     proto["sampling_steps"] = steps_list
     return {
         "run": str(model.cfg.run_dir),
