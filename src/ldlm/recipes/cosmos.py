@@ -234,6 +234,7 @@ def prepare_head(
             log_every=min(50, ac.head_pretrain_steps),
         )
         trainer = Trainer(HeadTask(model, cfg.seed), tc, log_dir=run_dir / "head", name="head", progress=progress)
+        model.to(trainer.device)  # E_h (its feature statistics) beside the head: the trainer moves only the task
         trainer.fit(source.batches(tc.batch_size, cfg.seed))
 
 
