@@ -214,3 +214,12 @@ def test_shipped_specs_load_and_mark_unrunnable_rows(table_name):
     spec = load_spec(table_name)  # every runnable row's config is built and its encoder checked
     assert spec.name == table_name and len(spec.seeds) >= 3
     assert all(r.reason for r in spec.rows if not r.runnable)
+
+
+def test_seeds_cell_says_where_each_seed_trained():
+    from ldlm.ablation.table import _seeds_cell
+
+    mixed = {"seeds": [0, 1, 2], "hardware": {"0": "cpu", "1": "NVIDIA H200", "2": "NVIDIA H200"}}
+    assert _seeds_cell(mixed) == "0 (cpu); 1,2 (NVIDIA H200)"
+    assert _seeds_cell({"seeds": [0, 1], "hardware": {"0": "cpu", "1": "cpu"}}) == "0,1"
+    assert _seeds_cell({"seeds": [], "hardware": {}}) == "—"

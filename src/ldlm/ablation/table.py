@@ -61,6 +61,7 @@ def aggregate(spec: AblationSpec, *, table: str, out_dir: Path, runs_dir: Path, 
                 "command": f"{command} --rows {row.name}" if row.runnable else None,
                 "train_commands": {p.seed: train_command(spec, p) for p in planned},
                 "seeds": [r["seed"] for _, r in results],
+                "hardware": {str(r["seed"]): r.get("generated_on", "cpu") for _, r in results},  # older: all CPU
                 "runs": [str(path) for path, _ in results],
                 "train_minutes": summarize([r["summary"].get("train_minutes") for _, r in results]),
                 "ours": {m: summarize([r["metrics"].get(m) for _, r in results]) for m in spec.metrics},
@@ -129,8 +130,7 @@ def markdown_table(agg: dict, json_path: str) -> str:
             note = row["note"] or ""
             if not row["seeds"]:
                 note = "not run yet" + (f"; {note}" if note else "")
-        seeds = ",".join(map(str, row["seeds"])) or "—"
-        lines.append(f"| {row['label']} | {seeds} | " + " | ".join(cells) + f" | {note} |")
+        lines.append(f"| {row['label']} | {_seeds_cell(row)} | " + " | ".join(cells) + f" | {note} |")
     ref = agg["reference"]
     if any(ref[m]["n"] for m in metrics) or agg["paper_reference"]:
         cells = [_cell(ref[m], agg["paper_reference"].get(m), scale.get(m, 1.0)) for m in metrics]
@@ -138,6 +138,16 @@ def markdown_table(agg: dict, json_path: str) -> str:
         lines.append(f"| real held-out texts | {seeds} | " + " | ".join(cells) + " | same protocol as the samples |")
     lines += ["", *_protocol_lines(agg)]
     return "\n".join(lines)
+
+
+def _seeds_cell(row: dict) -> str:
+    """Training seeds grouped by where they trained, e.g. ``0 (cpu); 1,2 (NVIDIA H200)``; one group: seeds only."""
+    groups: dict[str, list[str]] = {}
+    for seed in row["seeds"]:
+        groups.setdefault(row.get("hardware", {}).get(str(seed), "cpu"), []).append(str(seed))
+    if len(groups) <= 1:
+        return ",".join(map(str, row["seeds"])) or "—"
+    return "; ".join(f"{','.join(seeds)} ({hardware})" for hardware, seeds in groups.items())
 
 
 def _protocol_lines(agg: dict) -> list[str]:
@@ -159,6 +169,11 @@ def _protocol_lines(agg: dict) -> list[str]:
     ]
     if agreement:
         lines.append(f"Pairs of rows ordered as in the paper: {agreement}.")
+    if any(hw != "cpu" for row in agg["rows"] for hw in row.get("hardware", {}).values()):
+        lines.append(
+            "Runs on a GPU trained with `ldlm ablate --generate-only` (bf16 autocast, the presets' `auto`) and were "
+            "scored on the CPU from their saved texts; CPU runs train in fp32. Seeds column: where each seed trained."
+        )
     if agg["notes"]:
         lines.append(agg["notes"].strip())
     lines += [
