@@ -28,7 +28,7 @@ SPEC = {
     "base": "tiny",
     "common": FAST,
     "seeds": [0, 1],
-    "metrics": ["judge_ppl", "mauve", "div", "heldout_token_accuracy", "mismatch"],
+    "metrics": ["judge_ppl", "mauve", "div", "heldout_token_accuracy", "mismatch", "robustness_bleu"],
     "evaluation": {"num_samples": 6, "steps": 3, "probe_texts": 4, "mauve_max_len": 32},
     "paper_reference": {"mauve": 0.9},
     "rows": [
@@ -100,6 +100,23 @@ def test_aggregate_is_mean_and_std_of_the_runs(table):
     assert agg["ordering_vs_paper"]["mauve"]["pairs"] == 1 and agg["reference"]["mauve"]["n"] == 2
 
 
+def test_probe_curves_are_the_mean_of_the_runs_and_plotted(table):
+    root, _, agg = table
+    curves = agg["probe_curves"]["robustness"]
+    assert curves["x_name"] == "sigma" and curves["x"][0] == 0.0 and "interpolation" not in agg["probe_curves"]
+    for row in agg["rows"][:2]:
+        probes = [json.loads(Path(p).read_text())["probes"]["robustness"] for p in row["runs"]]
+        runs = [probe["curves"]["decoded"]["bleu"] for probe in probes]
+        assert curves["rows"][row["label"]]["seeds"] == 2
+        mean = [statistics.fmean(v) for v in zip(*runs, strict=True)]
+        assert curves["rows"][row["label"]]["mean"] == pytest.approx(mean)
+    assert (root / "results" / "tiny_table_probes.png").stat().st_size > 0
+    assert (
+        "![tiny_table probe curves, mean over seeds per row](results/tiny_table_probes.png)"
+        in (root / "doc.md").read_text()
+    )
+
+
 def test_markdown_block_has_not_run_rows_and_is_replaced_not_duplicated(table, no_training):
     root, spec, _ = table
     assert ablate(spec, root, "--report-only") == 0
@@ -150,6 +167,7 @@ def test_generate_only_then_scoring_elsewhere_gives_the_same_figures(table, monk
         monkeypatch.setitem(RECIPES, recipe, lambda *a, **k: pytest.fail("retrained"))
     monkeypatch.setattr("ldlm.ablation.run.trained_model", lambda *a, **k: pytest.fail("model loaded to score"))
     assert ablate(spec, root, "--rows", "no_mse") == 0
+    assert capsys.readouterr().out.count("scored the texts generated earlier on cpu") == 2
     for seed in (0, 1):
         after = json.loads((results / f"no_mse-seed{seed}.json").read_text())
         assert after["metrics"] == pytest.approx(before[seed]["metrics"]), seed

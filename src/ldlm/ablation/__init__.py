@@ -4,9 +4,11 @@ table beside the paper's numbers in ``docs/results.md``."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
+from ldlm.ablation.curves import plot_probe_curves
 from ldlm.ablation.run import (
     PlannedRun,
     generate_one,
@@ -91,8 +93,10 @@ def ablate(
     )
     json_path = Path(out_dir) / f"{spec.name}.json"
     atomic_write_json(json_path, agg)
-    write_markdown_block(Path(markdown), spec.name, markdown_table(agg, str(json_path)))
-    echo(f"wrote {json_path} and the {spec.name} table in {markdown}")
+    png = plot_probe_curves(agg["probe_curves"], Path(out_dir) / f"{spec.name}_probes.png", spec.title)
+    figure = os.path.relpath(png, Path(markdown).resolve().parent) if png else None
+    write_markdown_block(Path(markdown), spec.name, markdown_table(agg, str(json_path), figure))
+    echo(f"wrote {json_path}{f', {png}' if png else ''} and the {spec.name} table in {markdown}")
     return agg
 
 
@@ -113,12 +117,13 @@ def _run_all(spec: AblationSpec, planned: list[PlannedRun], *, command, progress
         start = time.perf_counter()
         row_command = f"{command(run)} --rows {run.row.name}"
         result = run_one(spec, run, judge=judge, ablate_command=row_command, progress=progress)
-        trained = "trained" if result["trained_now"] else "loaded"
         minutes = (time.perf_counter() - start) / 60
-        echo(
-            f"{where}: {minutes:.1f} min ({trained} {result['train_minutes_this_call']:.1f}, "
-            f"measured {result['eval_minutes']:.1f}) -> {run.result}"
-        )
+        if result["generated_now"]:
+            trained = "trained" if result["trained_now"] else "loaded"
+            how = f"{trained} {result['train_minutes_this_call']:.1f}, measured {result['eval_minutes']:.1f}"
+        else:
+            how = f"scored the texts generated earlier on {result['generated_on']}"
+        echo(f"{where}: {minutes:.1f} min ({how}) -> {run.result}")
 
 
 def _generate_all(spec: AblationSpec, planned: list[PlannedRun], *, progress: bool, echo) -> None:
@@ -130,6 +135,9 @@ def _generate_all(spec: AblationSpec, planned: list[PlannedRun], *, progress: bo
             continue
         start = time.perf_counter()
         generated = generate_one(spec, run, progress=progress)
+        if not generated["generated_now"]:
+            echo(f"{where}: generated earlier ({generated_path(run)})")
+            continue
         minutes, trained = (time.perf_counter() - start) / 60, generated["train_minutes_this_call"]
         echo(
             f"{where}: {minutes:.1f} min (trained {trained:.1f}, generated {generated['generate_minutes']:.1f} "

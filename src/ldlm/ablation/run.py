@@ -187,12 +187,12 @@ def generated_path(run: PlannedRun) -> Path:
 
 
 def generate_one(spec: AblationSpec, run: PlannedRun, *, progress: bool = False) -> dict:
-    """Train (or load) one run and write its judge-free outputs (:func:`generate`) once; returns that dict.
-    A matching file from an earlier call (or another machine) is read instead."""
+    """Train (or load) one run and write its judge-free outputs (:func:`generate`) once; returns that dict with
+    ``generated_now`` (not saved). A matching file from an earlier call (or another machine) is read instead."""
     path = generated_path(run)
     done = read_result(path, run_key(spec, run.row))
     if done is not None:
-        return done
+        return {**done, "generated_now": False}
     start = time.perf_counter()
     cfg = load_config(spec.base, list(run.overrides))
     model, summary, trained_now = trained_model(cfg, progress=progress)
@@ -205,7 +205,7 @@ def generate_one(spec: AblationSpec, run: PlannedRun, *, progress: bool = False)
     }
     generated["generate_minutes"] = (time.perf_counter() - start) / 60 - train_minutes
     atomic_write_json(path, generated)
-    return generated
+    return {**generated, "generated_now": True}
 
 
 def run_one(spec: AblationSpec, run: PlannedRun, *, judge, ablate_command: str, progress: bool = False) -> dict:
@@ -225,6 +225,7 @@ def run_one(spec: AblationSpec, run: PlannedRun, *, judge, ablate_command: str, 
         "ablate_command": ablate_command,
         "run_dir": str(run.run_dir),
         "trained_now": generated["trained_now"],
+        "generated_now": generated["generated_now"],
         "generated_on": generated["generated_on"],
         "train_minutes_this_call": generated["train_minutes_this_call"],
         "eval_minutes": generated["generate_minutes"] + (time.perf_counter() - start) / 60,

@@ -12,6 +12,7 @@ import itertools
 import re
 from pathlib import Path
 
+from ldlm.ablation.curves import mean_probe_curves
 from ldlm.ablation.run import plan_runs, read_result, run_key, train_command
 from ldlm.ablation.spec import METRICS, AblationSpec, Row
 from ldlm.evaluation.suite import summarize
@@ -44,8 +45,10 @@ def aggregate(spec: AblationSpec, *, table: str, out_dir: Path, runs_dir: Path, 
     """The table as a dict: per row the figures over seeds, the paper's, the commands and the source JSONs.
     ``command``: the ``ldlm ablate`` line of the whole table; a row's adds ``--rows NAME``."""
     rows, references, first = [], {}, None  # references: sampling seed -> real-text figures (the same in every row)
+    by_row: dict[str, list[dict]] = {}
     for row in spec.rows:
         results = _row_results(spec, row, out_dir)
+        by_row[row.name] = [r for _, r in results]
         first = first or next((r for _, r in results if "protocol" in r), None)
         for _, r in results:
             references.setdefault(r["seed"], r.get("reference", {}))
@@ -91,6 +94,7 @@ def aggregate(spec: AblationSpec, *, table: str, out_dir: Path, runs_dir: Path, 
         "reference_seeds": sorted(references),
         "paper_reference": spec.paper_reference,
         "ordering_vs_paper": ordering,
+        "probe_curves": mean_probe_curves(spec, by_row),
         "written": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
@@ -108,8 +112,9 @@ def _cell(ours: dict, paper: float | None, scale: float) -> str:
     return text + (f" ({paper:g})" if paper is not None else "")  # the paper's number as the spec gives it
 
 
-def markdown_table(agg: dict, json_path: str) -> str:
-    """The Markdown block: table (ours, paper's in parentheses), protocol, ordering agreement, commands."""
+def markdown_table(agg: dict, json_path: str, figure: str | None = None) -> str:
+    """The Markdown block: table (ours, paper's in parentheses), probe-curve figure (``figure``: its path
+    relative to the Markdown file), protocol, ordering agreement, commands."""
     metrics, scale = agg["metrics"], agg["scale"]
     lines = [
         f"### {agg['title']}",
@@ -136,6 +141,8 @@ def markdown_table(agg: dict, json_path: str) -> str:
         cells = [_cell(ref[m], agg["paper_reference"].get(m), scale.get(m, 1.0)) for m in metrics]
         seeds = ",".join(map(str, agg["reference_seeds"])) or "—"
         lines.append(f"| real held-out texts | {seeds} | " + " | ".join(cells) + " | same protocol as the samples |")
+    if figure:
+        lines += ["", f"![{agg['table']} probe curves, mean over seeds per row]({figure})"]
     lines += ["", *_protocol_lines(agg)]
     return "\n".join(lines)
 
