@@ -241,3 +241,10 @@ def test_seeds_cell_says_where_each_seed_trained():
     assert _seeds_cell(mixed) == "0 (cpu); 1,2 (NVIDIA H200)"
     assert _seeds_cell({"seeds": [0, 1], "hardware": {"0": "cpu", "1": "cpu"}}) == "0,1"
     assert _seeds_cell({"seeds": [], "hardware": {}}) == "—"
+
+
+def test_modes_exclude_each_other(tmp_path, no_training, capsys):
+    spec = write_spec(tmp_path / "tiny_table.yaml")
+    with pytest.raises(SystemExit) as err:
+        ablate(spec, tmp_path, "--report-only", "--generate-only")
+    assert err.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

@@ -386,9 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("table", help="spec name in configs/ablations/ (e.g. cosmos_table2) or a YAML path")
     p.add_argument("--seeds", type=_int_list, default=None, help="training seeds (default: the spec's)")
     p.add_argument("--rows", default=None, help="comma-separated row names (default: all rows)")
-    p.add_argument("--dry-run", action="store_true", help="print the planned runs and their train commands only")
-    p.add_argument("--report-only", action="store_true", help="rebuild JSON + Markdown from finished runs, no training")
-    p.add_argument(
+    mode = p.add_mutually_exclusive_group()  # at most one of the three modes
+    mode.add_argument("--dry-run", action="store_true", help="print the planned runs and their train commands only")
+    mode.add_argument("--report-only", action="store_true", help="rebuild JSON + Markdown from finished runs only")
+    mode.add_argument(
         "--generate-only",
         action="store_true",
         help="train, sample and run the judge-free probes only (OUT_DIR/TABLE/generated/); score later",
