@@ -34,7 +34,7 @@ SPEC = {
     "rows": [
         {"name": "base", "label": "all losses", "paper": {"mauve": 0.5, "judge_ppl": 60.0}},
         {"name": "no_mse", "overrides": ["autoencoder.mse_weight=0"], "paper": {"mauve": 0.3, "judge_ppl": 70.0}},
-        {"name": "impossible", "runnable": False, "reason": "needs an identity latent encoder"},
+        {"name": "impossible", "runnable": False, "reason": "needs a token embedding trained from scratch"},
     ],
 }
 INTRO = "# Results\n\nHand-written intro that must survive.\n"
@@ -126,7 +126,7 @@ def test_markdown_block_has_not_run_rows_and_is_replaced_not_duplicated(table, n
     assert text.count("<!-- ablate:tiny_table:start -->") == 1 and text.count("<!-- ablate:tiny_table:end -->") == 1
     lines = text.splitlines()
     impossible = next(line for line in lines if line.startswith("| impossible |"))
-    assert "not run" in impossible and "needs an identity latent encoder" in impossible
+    assert "not run" in impossible and "needs a token embedding trained from scratch" in impossible
     base = next(line for line in lines if line.startswith("| all losses | 0,1 |"))
     assert "(0.5)" in base and "±" in base  # the paper's number beside ours
     assert "smollm2-135m" in text and "ldlm ablate" in text
@@ -181,7 +181,7 @@ def test_dry_run_prints_commands_and_trains_nothing(tmp_path, no_training, capsy
     assert "2 runs planned, 0 already measured" in out
     run_dir = tmp_path / "runs" / "tiny_table" / "base" / "seed3"
     assert f"ldlm train tiny {' '.join(FAST)} seed=3 output_dir={run_dir}" in out
-    assert "impossible: not run: needs an identity latent encoder" in out
+    assert "impossible: not run: needs a token embedding trained from scratch" in out
     assert not (tmp_path / "results").exists() and not (tmp_path / "doc.md").exists()
 
 
@@ -248,3 +248,55 @@ def test_modes_exclude_each_other(tmp_path, no_training, capsys):
     with pytest.raises(SystemExit) as err:
         ablate(spec, tmp_path, "--report-only", "--generate-only")
     assert err.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def _shared_spec(root: Path, monkeypatch, **changes) -> Path:
+    """A second table whose one row is tiny_table's `base` row (`same_as`), both found by name in ``root``."""
+    monkeypatch.setattr("ldlm.ablation.spec.ABLATION_DIR", root)
+    shared = {"name": "shared", "same_as": "tiny_table/base", "paper": {"mauve": 0.4}}
+    spec = {**SPEC, "name": "tiny_shared", "metrics": ["judge_ppl", "mauve", "mismatch"], "paper_reference": {}}
+    spec["rows"] = [{**shared, **changes}]
+    path = root / "tiny_shared.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_a_same_as_row_takes_the_other_tables_runs_without_training(table, no_training, monkeypatch, capsys):
+    root, _, _ = table
+    spec = _shared_spec(root, monkeypatch)
+    assert ablate(spec, root) == 0
+    assert capsys.readouterr().out.count("taken from tiny_table's measured run") == 2
+    for seed in (0, 1):
+        source = json.loads((root / "results" / "tiny_table" / f"base-seed{seed}.json").read_text())
+        mine = json.loads((root / "results" / "tiny_shared" / f"shared-seed{seed}.json").read_text())
+        assert mine["metrics"] == {m: source["metrics"][m] for m in ("judge_ppl", "mauve", "mismatch")}
+        assert mine["samples"] == source["samples"] and set(mine["probes"]) == {"mismatch"}
+        assert mine["shared_from"] == str(root / "results" / "tiny_table" / f"base-seed{seed}.json")
+        assert f"output_dir={root / 'runs' / 'tiny_table' / 'base' / f'seed{seed}'}" in mine["train_command"]
+    agg = json.loads((root / "results" / "tiny_shared.json").read_text())
+    assert agg["rows"][0]["seeds"] == [0, 1]
+    assert "runs shared with `tiny_table/base`" in (root / "doc.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"overrides": ["autoencoder.mse_weight=0"]}, "its config differs"),
+        ({"same_as": "tiny_table/no_such_row"}, "has no row 'no_such_row'"),
+        ({"same_as": "tiny_table/impossible"}, "must be runnable"),
+        ({"same_as": "base"}, "use 'TABLE/ROW'"),
+    ],
+)
+def test_a_same_as_row_must_be_the_same_config(tmp_path, monkeypatch, changes, message):
+    write_spec(tmp_path / "tiny_table.yaml")
+    with pytest.raises(AblationSpecError, match=message):
+        load_spec(_shared_spec(tmp_path, monkeypatch, **changes))
+
+
+def test_a_same_as_row_needs_figures_the_other_table_measures(tmp_path, monkeypatch):
+    write_spec(tmp_path / "tiny_table.yaml", metrics=["judge_ppl", "mauve"])
+    with pytest.raises(AblationSpecError, match="tiny_table does not measure mismatch"):
+        load_spec(_shared_spec(tmp_path, monkeypatch))
+    write_spec(tmp_path / "tiny_table.yaml", evaluation={**SPEC["evaluation"], "num_samples": 8})
+    with pytest.raises(AblationSpecError, match="evaluation differs"):
+        load_spec(_shared_spec(tmp_path, monkeypatch))

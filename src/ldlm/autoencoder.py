@@ -17,21 +17,48 @@ from ldlm.config import AutoencoderConfig
 from ldlm.perceiver import PerceiverResampler
 from ldlm.transformer import SelfAttentionResampler, TransformerBlock, key_padding_bias
 
-# latent encoder / decoder architectures by ``autoencoder.latent_encoder`` (LDLM App. B.4)
-RESAMPLERS = {"perceiver": PerceiverResampler, "self_attention": SelfAttentionResampler}
+
+class IdentityResampler(nn.Module):
+    """``autoencoder.latent_encoder = "identity"``: no latent encoder or decoder, z = h (TEncDM-like; the frozen-
+    embeddings rows of LDLM Table 2 and COSMOS Table 3 "BERT repr."). Parameter-free; takes the other resamplers'
+    constructor arguments and ignores the architecture ones. x: (B, K, D) -> x[:, :num_outputs or K]: (B, ., D),
+    padded positions kept as they are (``key_mask`` is not needed)."""
+
+    def __init__(self, *, max_inputs: int, in_dim: int, out_dim: int, **kw):
+        super().__init__()
+        if in_dim != out_dim:
+            raise ValueError(f"an identity latent encoder keeps the features: in_dim={in_dim} != out_dim={out_dim}")
+        if kw.get("locality_bias"):
+            raise ValueError("locality_bias applies to the Perceiver only; the identity latent encoder has none")
+        if kw.get("num_queries", max_inputs) != max_inputs:
+            raise ValueError(f"an identity latent encoder keeps its length: num_queries={kw['num_queries']}")
+        self.max_inputs = max_inputs
+
+    def forward(
+        self, x: torch.Tensor, key_mask: torch.Tensor | None = None, num_outputs: int | None = None
+    ) -> torch.Tensor:
+        if x.shape[1] > self.max_inputs:
+            raise ValueError(f"input length {x.shape[1]} exceeds this resampler's max_inputs={self.max_inputs}")
+        return x[:, : num_outputs or x.shape[1]]
+
+
+# latent encoder / decoder architectures by ``autoencoder.latent_encoder`` (LDLM App. B.4; identity: z = h)
+RESAMPLERS = {"perceiver": PerceiverResampler, "self_attention": SelfAttentionResampler, "identity": IdentityResampler}
 
 
 class TextAutoencoder(nn.Module):
     """h: (B, L, D) normalised encoder features <-> z: (B, N, d) latents; token decoder D_w: (B, L, D) -> (B, L, V).
 
     D_w is ``autoencoder.token_decoder_layers`` transformer blocks (``token_blocks``; none for COSMOS) and the linear
-    ``head``.
+    ``head``. With ``latent_encoder="identity"`` (``identity_latents``) E_z and D_h are parameter-free identities:
+    z = h (N = L, d = D) and h_hat = z.
     """
 
     def __init__(self, cfg: AutoencoderConfig, *, hidden_size: int, max_length: int, vocab_size: int):
         super().__init__()
         self.cfg = cfg
-        self.latent_dim = cfg.latent_dim or cfg.width
+        self.identity_latents = cfg.latent_encoder == "identity"
+        self.latent_dim = hidden_size if self.identity_latents else cfg.latent_dim or cfg.width
         self.variational = cfg.kl_weight > 0
         common = dict(width=cfg.width, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, locality_bias=cfg.locality_bias)
         resampler = RESAMPLERS[cfg.latent_encoder]
@@ -77,7 +104,7 @@ class TextAutoencoder(nn.Module):
         return self.encode_distribution(h, mask)[0]
 
     def decode_hidden(self, z: torch.Tensor, length: int) -> torch.Tensor:
-        """z: (B, N, d) -> h_hat: (B, length, D) in the normalised feature space."""
+        """z: (B, N, d) -> h_hat: (B, length, D) in the normalised feature space (identity latents: z[:, :length])."""
         return self.decompressor(z, num_outputs=length)
 
     def token_features(self, h_hat: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

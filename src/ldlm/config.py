@@ -93,7 +93,9 @@ class AutoencoderConfig:
     ce_positions: int = 0  # CE on this many random real positions per batch (0: all)
     ce_negatives: int = 0  # sampled softmax: batch targets + this many random classes (0: full vocab)
     # LDLM additions (defaults keep COSMOS unchanged)
-    latent_encoder: str = "perceiver"  # perceiver (LDLM default) | self_attention (App. B.4: N must equal L)
+    # perceiver (LDLM default) | self_attention (App. B.4: N must equal L) | identity (no E_z/D_h: z = h, N = L,
+    # d = the encoder's hidden size; diffusion on the frozen features, TEncDM-like: LDLM Table 2, COSMOS Table 3)
+    latent_encoder: str = "perceiver"
     token_decoder_layers: int = 0  # transformer layers of D_w before its linear head (LDLM: 3; App. B.2: 1-6)
     token_decoder_heads: int = 12  # heads of those layers (must divide the encoder's hidden size)
     vocab_size: int | None = None  # D_w vocabulary; None: the encoder tokenizer's (anything else is an error)
@@ -446,16 +448,18 @@ def _validate_ldlm(cfg: RunConfig) -> None:
     """LDLM fields: the joint objective's switches and the architecture alternatives (App. B)."""
     ae, joint = cfg.autoencoder, cfg.joint
     _check(
-        ae.latent_encoder in ("perceiver", "self_attention"),
-        f"autoencoder.latent_encoder={ae.latent_encoder!r}: use perceiver | self_attention",
+        ae.latent_encoder in ("perceiver", "self_attention", "identity"),
+        f"autoencoder.latent_encoder={ae.latent_encoder!r}: use perceiver | self_attention | identity",
     )
-    if ae.latent_encoder == "self_attention":
+    if ae.latent_encoder in ("self_attention", "identity"):
         _check(
             ae.num_latents == cfg.encoder.max_length,
-            f"autoencoder.latent_encoder='self_attention' keeps one latent per token: autoencoder.num_latents="
+            f"autoencoder.latent_encoder={ae.latent_encoder!r} keeps one latent per token: autoencoder.num_latents="
             f"{ae.num_latents} must equal encoder.max_length={cfg.encoder.max_length}",
         )
         _check(ae.locality_bias == 0, "autoencoder.locality_bias applies to the Perceiver only: set it to 0")
+    if ae.latent_encoder == "identity":
+        _validate_identity_latents(cfg)
     _check(0 <= ae.token_decoder_layers, f"autoencoder.token_decoder_layers={ae.token_decoder_layers} must be >= 0")
     _check(ae.token_decoder_heads >= 1, f"autoencoder.token_decoder_heads={ae.token_decoder_heads} must be >= 1")
     _check(ae.vocab_size is None or ae.vocab_size >= 2, f"autoencoder.vocab_size={ae.vocab_size} must be >= 2")
@@ -489,6 +493,36 @@ def _validate_ldlm(cfg: RunConfig) -> None:
             not cfg.data.diffusion_full_window,
             "data.diffusion_full_window is COSMOS-only (a separate diffusion stage): set it to false for recipe=ldlm",
         )
+
+
+def _validate_identity_latents(cfg: RunConfig) -> None:
+    """``latent_encoder=identity``: z is the normalised h itself, so nothing may reshape or resample it, and the
+    COSMOS stage 1 (cosmos and seq2seq without init_from) trains only the token decoder D_w through its CE."""
+    ae = cfg.autoencoder
+    _check(
+        ae.kl_weight == 0,
+        f"autoencoder.kl_weight={ae.kl_weight}: the identity latent encoder is not variational (z = h): set "
+        "autoencoder.kl_weight=0",
+    )
+    _check(
+        ae.latent_dim is None,
+        f"autoencoder.latent_dim={ae.latent_dim}: with autoencoder.latent_encoder='identity' the latents are the "
+        "encoder's features, their channels its hidden size: leave autoencoder.latent_dim unset (null)",
+    )
+    if cfg.recipe == "ldlm" or cfg.seq2seq.init_from:
+        return
+    _check(
+        ae.ce_weight > 0,
+        "autoencoder.ce_weight=0: with autoencoder.latent_encoder='identity' the autoencoder stage trains only the "
+        "token decoder through its cross-entropy (MSE(h, h_hat) has no weights to train): set autoencoder.ce_weight "
+        "> 0",
+    )
+    _check(
+        ae.freeze_head_steps == 0 or ae.token_decoder_layers > 0,
+        f"autoencoder.freeze_head_steps={ae.freeze_head_steps} freezes the token head, and with "
+        "autoencoder.latent_encoder='identity' and autoencoder.token_decoder_layers=0 nothing else trains in the "
+        "autoencoder stage: set autoencoder.token_decoder_layers > 0 or autoencoder.freeze_head_steps=0",
+    )
 
 
 def _validate_seq2seq(cfg: RunConfig) -> None:

@@ -17,6 +17,7 @@ from ldlm.ablation.run import (
     read_result,
     run_key,
     run_one,
+    shared_result,
     suite_config,
     train_command,
 )
@@ -49,7 +50,11 @@ def _print_plan(spec: AblationSpec, planned: list[PlannedRun], rows, echo) -> No
     done = [p for p in planned if read_result(p.result, run_key(spec, p.row)) is not None]
     echo(f"{spec.name}: {len(planned)} runs planned, {len(done)} already measured")
     for p in planned:
-        echo(f"{p.row.name} seed {p.seed}: {'done' if p in done else 'to run'} -> {p.result}")
+        state = "done" if p in done else "to run"
+        if p.shared and p not in done:
+            there = read_result(p.shared.result, p.shared.key) is not None
+            state = f"{'measured' if there else 'to run'} as {p.shared.table}'s run {p.shared.result}"
+        echo(f"{p.row.name} seed {p.seed}: {state} -> {p.result}")
         echo(f"  {train_command(spec, p)}")
     for row in rows:
         if not row.runnable:
@@ -112,10 +117,13 @@ def _run_all(spec: AblationSpec, planned: list[PlannedRun], *, command, progress
         if read_result(run.result, run_key(spec, run.row)) is not None:
             echo(f"{where}: measured earlier ({run.result})")
             continue
+        row_command = f"{command(run)} --rows {run.row.name}"
+        if shared_result(spec, run, ablate_command=row_command) is not None:
+            echo(f"{where}: taken from {run.shared.table}'s measured run ({run.shared.result}) -> {run.result}")
+            continue
         if judge is None and needs_judge:
             judge = scoring_judge(suite_config(spec, run.seed))
         start = time.perf_counter()
-        row_command = f"{command(run)} --rows {run.row.name}"
         result = run_one(spec, run, judge=judge, ablate_command=row_command, progress=progress)
         minutes = (time.perf_counter() - start) / 60
         if result["generated_now"]:
@@ -132,6 +140,9 @@ def _generate_all(spec: AblationSpec, planned: list[PlannedRun], *, progress: bo
         where = f"[{i}/{len(planned)}] {spec.name} {run.row.name} seed {run.seed}"
         if read_result(run.result, run_key(spec, run.row)) is not None:
             echo(f"{where}: measured earlier ({run.result})")
+            continue
+        if run.shared and read_result(run.shared.result, run.shared.key) is not None:
+            echo(f"{where}: {run.shared.table} measured this run ({run.shared.result}); a plain call takes it")
             continue
         start = time.perf_counter()
         generated = generate_one(spec, run, progress=progress)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ldlm.ablation.spec import METRICS, AblationSpec, Row
+from ldlm.ablation.spec import METRICS, AblationSpec, Row, shared_row
 from ldlm.config import RunConfig, load_config
 from ldlm.io import atomic_write_json
 
@@ -27,6 +27,7 @@ __all__ = [
     "read_result",
     "run_key",
     "run_one",
+    "shared_result",
     "suite_config",
     "train_command",
 ]
@@ -43,20 +44,64 @@ class PlannedRun:
     run_dir: Path
     result: Path
     overrides: tuple[str, ...]  # common + row + seed + output_dir: exactly what `ldlm train BASE ...` gets
+    shared: SharedRun | None = None  # the other table's run this one is (a ``same_as`` row)
+
+
+@dataclass(frozen=True)
+class SharedRun:
+    """The run of another table that a ``same_as`` row shares: its figures, and the key they must match."""
+
+    table: str
+    result: Path
+    key: dict
 
 
 def plan_runs(spec: AblationSpec, *, seeds: list[int], rows: list[Row], runs_dir: Path, out_dir: Path):
-    """The runs of the runnable ``rows`` x ``seeds``, in table order."""
+    """The runs of the runnable ``rows`` x ``seeds``, in table order. A ``same_as`` row trains in the other
+    table's run directory, so a model trained for either table serves both."""
     planned = []
     for row in rows:
         if not row.runnable:
             continue
+        source = shared_row(spec, row) if row.same_as else None
         for seed in seeds:
-            run_dir = Path(runs_dir) / spec.name / row.name / f"seed{seed}"
             result = Path(out_dir) / spec.name / f"{row.name}-seed{seed}.json"
+            shared = None
+            if source is None:
+                run_dir = Path(runs_dir) / spec.name / row.name / f"seed{seed}"
+            else:
+                other = plan_runs(source[0], seeds=[seed], rows=[source[1]], runs_dir=runs_dir, out_dir=out_dir)[0]
+                run_dir, shared = other.run_dir, SharedRun(source[0].name, other.result, run_key(*source))
             overrides = (*spec.config_overrides(row), f"seed={seed}", f"output_dir={run_dir}")
-            planned.append(PlannedRun(row, seed, run_dir, result, overrides))
+            planned.append(PlannedRun(row, seed, run_dir, result, overrides, shared))
     return planned
+
+
+def shared_result(spec: AblationSpec, run: PlannedRun, *, ablate_command: str) -> dict | None:
+    """For a ``same_as`` row: the other table's measured run restricted to this table's figures, written as this
+    run's JSON (with ``shared_from``); None when that run is not measured yet (then this one runs as usual)."""
+    if run.shared is None:
+        return None
+    source = read_result(run.shared.result, run.shared.key)
+    if source is None:
+        return None
+    sources = {METRICS[m][1] for m in spec.metrics}
+    result = {
+        **source,
+        "table": spec.name,
+        "row": run.row.name,
+        "label": run.row.title,
+        "key": run_key(spec, run.row),
+        "overrides": list(run.overrides),
+        "train_command": train_command(spec, run),
+        "ablate_command": ablate_command,
+        "shared_from": str(run.shared.result),
+        "metrics": {m: source["metrics"][m] for m in spec.metrics},
+        "reference": {m: v for m, v in source.get("reference", {}).items() if m in spec.metrics},
+        "probes": {name: v for name, v in source.get("probes", {}).items() if name in sources},
+    }
+    atomic_write_json(run.result, result)
+    return result
 
 
 def train_command(spec: AblationSpec, run: PlannedRun) -> str:

@@ -15,7 +15,16 @@ from pathlib import Path
 from ldlm.config import CONFIG_DIR, ConfigError, from_dict, load_config, parse_override
 from ldlm.io import read_yaml_mapping
 
-__all__ = ["ABLATION_DIR", "METRICS", "AblationSpec", "AblationSpecError", "EvalSpec", "Row", "load_spec"]
+__all__ = [
+    "ABLATION_DIR",
+    "METRICS",
+    "AblationSpec",
+    "AblationSpecError",
+    "EvalSpec",
+    "Row",
+    "load_spec",
+    "shared_row",
+]
 
 ABLATION_DIR = CONFIG_DIR / "ablations"
 RESERVED = ("seed", "output_dir")  # set by the runner for each run
@@ -62,6 +71,7 @@ class Row:
     note: str | None = None
     runnable: bool = True
     reason: str | None = None  # why a runnable: false row cannot be run here
+    same_as: str | None = None  # "TABLE/ROW": the very config of another table's row; its runs are shared
 
     @property
     def title(self) -> str:
@@ -174,6 +184,13 @@ def _validate(spec: AblationSpec) -> None:
             _require(row.reason is None, f"{where}.reason: only for rows marked runnable: false")
         else:
             _require(bool(row.reason), f"{where}.reason: say why a runnable: false row cannot be run")
+        if row.same_as is not None:
+            table, _, other = row.same_as.partition("/")
+            _require(
+                bool(_NAME.match(table)) and bool(_NAME.match(other)) and table != spec.name,
+                f"{where}.same_as={row.same_as!r}: use 'TABLE/ROW' naming a row of another ablation table",
+            )
+            _require(row.runnable, f"{where}.same_as: a runnable: false row has no runs to share")
 
 
 def _check_configs(spec: AblationSpec) -> None:
@@ -188,6 +205,39 @@ def _check_configs(spec: AblationSpec) -> None:
         if not row.runnable:
             continue
         try:
-            check_encoder_config(load_config(spec.base, spec.config_overrides(row)))
+            cfg = load_config(spec.base, spec.config_overrides(row))
+            check_encoder_config(cfg)
         except ConfigError as err:
             raise ConfigError(f"row {row.name!r}: {err}") from err
+        if row.same_as is not None:
+            _check_shared(spec, row, cfg.to_dict())
+
+
+def shared_row(spec: AblationSpec, row: Row) -> tuple[AblationSpec, Row]:
+    """The (spec, row) that ``row.same_as`` names: the same training config and evaluation in another table."""
+    table, _, name = row.same_as.partition("/")
+    try:
+        other = load_spec(table, check_configs=False)
+    except AblationSpecError as err:
+        raise ConfigError(f"row {row.name!r}: same_as={row.same_as!r}: {err}") from err
+    match = [r for r in other.rows if r.name == name]
+    _require(bool(match), f"row {row.name!r}: same_as={row.same_as!r}: {table} has no row {name!r}")
+    return other, match[0]
+
+
+def _check_shared(spec: AblationSpec, row: Row, config: dict) -> None:
+    """A shared row must train exactly the other row's config, be measured the same way and need no figure the
+    other table does not measure: then the other table's runs are this row's runs."""
+    other, source = shared_row(spec, row)
+    where = f"row {row.name!r}: same_as={row.same_as!r}"
+    _require(source.runnable and source.same_as is None, f"{where}: that row must be runnable and not shared itself")
+    _require(
+        load_config(other.base, other.config_overrides(source)).to_dict() == config,
+        f"{where}: its config differs from this row's (base + common + overrides must resolve to the same config)",
+    )
+    _require(
+        vars(other.evaluation) == vars(spec.evaluation),
+        f"{where}: evaluation differs ({vars(other.evaluation)} vs {vars(spec.evaluation)})",
+    )
+    missing = [m for m in spec.metrics if m not in other.metrics]
+    _require(not missing, f"{where}: {other.name} does not measure {', '.join(missing)}")

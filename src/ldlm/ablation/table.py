@@ -60,6 +60,7 @@ def aggregate(spec: AblationSpec, *, table: str, out_dir: Path, runs_dir: Path, 
                 "runnable": row.runnable,
                 "reason": row.reason,
                 "note": row.note,
+                "same_as": row.same_as,
                 "overrides": spec.config_overrides(row),
                 "command": f"{command} --rows {row.name}" if row.runnable else None,
                 "train_commands": {p.seed: train_command(spec, p) for p in planned},
@@ -133,6 +134,8 @@ def markdown_table(agg: dict, json_path: str, figure: str | None = None) -> str:
         else:
             cells = [_cell(row["ours"][m], row["paper"][m], scale.get(m, 1.0)) for m in metrics]
             note = row["note"] or ""
+            if row.get("same_as"):
+                note = f"runs shared with `{row['same_as']}` (the same config)" + (f"; {note}" if note else "")
             if not row["seeds"]:
                 note = "not run yet" + (f"; {note}" if note else "")
         lines.append(f"| {row['label']} | {_seeds_cell(row)} | " + " | ".join(cells) + f" | {note} |")

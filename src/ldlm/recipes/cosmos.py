@@ -30,6 +30,7 @@ from ldlm.data import FeatureSet, build_features, load_texts, split_texts, token
 from ldlm.data.registry import DatasetError
 from ldlm.diffusion import diffusion_loss
 from ldlm.diffusion.timesteps import timestep_sampler_for
+from ldlm.encoders import check_encoder_config
 from ldlm.pipeline import LatentDiffusionLM
 from ldlm.runstate import RunStages
 from ldlm.train import Trainer, infinite_batches
@@ -109,7 +110,8 @@ def normalized_features(model: LatentDiffusionLM, batch: dict, device: torch.dev
 
 class AutoencoderTask(nn.Module):
     """Stage-1 objective: ``ce_weight CE(w, D_w(h_hat)) + mse_weight MSE(h, h_hat) [+ kl_weight KL]``,
-    with ``h_hat = D_h(dropout(E_z(perturb(h))))`` reconstructing the *clean* h."""
+    with ``h_hat = D_h(dropout(E_z(perturb(h))))`` reconstructing the *clean* h. Identity latents (z = h, no E_z/D_h
+    weights): h_hat = dropout(perturb(h)) and only ``CE`` trains D_w (the MSE term would be a constant, left out)."""
 
     def __init__(self, model: LatentDiffusionLM, seed: int):
         super().__init__()
@@ -130,11 +132,9 @@ class AutoencoderTask(nn.Module):
             z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=self.generator).to(mean.device)
         z = latent_dropout(z, cfg.latent_dropout * strength, self.generator)
         h_hat = ae.decode_hidden(z, ids.shape[1])
-        m = mask.unsqueeze(-1).float()
-        mse = ((h_hat - h) ** 2 * m).sum() / (m.sum() * h.shape[-1])
         ce = token_cross_entropy(
             ae.head,
-            h_hat,
+            ae.token_features(h_hat, mask),  # D_w's blocks (none unless autoencoder.token_decoder_layers > 0)
             ids,
             mask,
             positions=cfg.ce_positions,
@@ -142,8 +142,14 @@ class AutoencoderTask(nn.Module):
             generator=self.generator,
             detach_head=cfg.freeze_head_steps < 0 or step < cfg.freeze_head_steps,
         )
-        loss = cfg.ce_weight * ce + cfg.mse_weight * mse
-        metrics = {"loss": loss.item(), "ce": ce.item(), "mse": mse.item(), "aug": strength}
+        loss = cfg.ce_weight * ce
+        metrics = {"ce": ce.item(), "aug": strength}
+        if not ae.identity_latents:
+            m = mask.unsqueeze(-1).float()
+            mse = ((h_hat - h) ** 2 * m).sum() / (m.sum() * h.shape[-1])
+            loss = loss + cfg.mse_weight * mse
+            metrics["mse"] = mse.item()
+        metrics["loss"] = loss.item()
         if logvar is not None:
             kl = kl_divergence(mean, logvar)
             loss = loss + cfg.kl_weight * kl
@@ -295,7 +301,11 @@ def encode_latents(
 
 
 def fit_latent_stats(model: LatentDiffusionLM, z: torch.Tensor) -> None:
-    """Per-(position, feature) mean/std of z (COSMOS: estimated on held-out data)."""
+    """Per-(position, feature) mean/std of z (COSMOS: estimated on held-out data). Identity latents keep mean 0 and
+    std 1: z = h is already standardised per feature, and a position that is padding (h = 0) in every held-out row
+    would get std ~0 and blow up the training latents that are real there."""
+    if model.autoencoder.identity_latents:
+        return
     model.latent_mean.copy_(z.mean(0))
     model.latent_std.copy_(z.std(0).clamp_min(1e-4) if z.shape[0] > 1 else torch.ones_like(z[0]))
 
@@ -423,6 +433,7 @@ def train_cosmos(
 ) -> tuple:
     """Train both stages, save the model to ``run_dir/model`` and ``run_dir/summary.json``; return (model, summary).
     ``resume``: skip the stages an earlier run finished and continue the interrupted one from its checkpoint."""
+    check_encoder_config(cfg)  # layer range, vocabulary, token decoder heads: fail before loading data or training
     run_dir = cfg.run_dir
     stages = RunStages(cfg, resume=resume)  # run_dir, config.json (rank 0) and the per-stage snapshots
     torch.manual_seed(cfg.seed)

@@ -4,6 +4,7 @@ denoiser trained together on ``L = L_diff + L_h + L_w`` (Eq. 4).
 ``L_h = ||h - D_h(z0 + sigma_dec eps)||^2`` (Eq. 2) is the only reconstruction signal into E_z; ``L_w`` is the
 token cross-entropy on ``sg(h_hat)`` (Eq. 3); ``L_diff`` (Eq. 1) is trained on the live ``z0``, whose gradient to
 E_z is scaled by the warmup gamma(s) (App. A.2). Table 1's reconstruction ablations are ``joint.reconstruction``.
+With ``autoencoder.latent_encoder=identity`` (TEncDM-like) z0 = h, there is no E_z/D_h to train and no L_h.
 ``train_ldlm(cfg)`` trains, optionally post-trains a fresh token decoder (App. B.2) and saves the model.
 """
 
@@ -135,7 +136,7 @@ class JointTask(nn.Module):
         z0 = ae.encode(h, mask)  # (B, N, d), live: every term below may send gradient to E_z
         h_hat = ae.decode_hidden(self.decoder_input(z0), ids.shape[1])  # (B, L, D)
         terms: dict[str, torch.Tensor] = {}
-        if "mse" in joint.reconstruction:  # L_h (Eq. 2)
+        if "mse" in joint.reconstruction and not ae.identity_latents:  # L_h (Eq. 2); identity latents: no E_z/D_h
             m = mask.unsqueeze(-1).float()
             terms["mse"] = ((h_hat - h) ** 2 * m).sum() / (m.sum() * h.shape[-1])
         if not joint.skip_token_decoder:  # L_w (Eq. 3): on sg(h_hat) unless a Table 1 CE ablation asks otherwise
