@@ -111,10 +111,43 @@ def test_probe_curves_are_the_mean_of_the_runs_and_plotted(table):
         mean = [statistics.fmean(v) for v in zip(*runs, strict=True)]
         assert curves["rows"][row["label"]]["mean"] == pytest.approx(mean)
     assert (root / "results" / "tiny_table_probes.png").stat().st_size > 0
-    assert (
-        "![tiny_table probe curves, mean over seeds per row](results/tiny_table_probes.png)"
-        in (root / "doc.md").read_text()
+    assert (root / "results" / "tiny_table_rows.png").stat().st_size > 0
+    doc = (root / "doc.md").read_text()
+    assert "![tiny_table probe curves, mean over seeds per row](results/tiny_table_probes.png)" in doc
+    assert "](results/tiny_table_rows.png)" in doc
+
+
+def test_row_figure_shows_measured_rows_in_table_units_beside_the_papers(monkeypatch, tmp_path):
+    from ldlm.ablation.curves import plot_row_figures
+    from ldlm.evaluation.suite import summarize
+
+    drawn = {}
+    monkeypatch.setattr(
+        "ldlm.evaluation.figures.plot_report",
+        lambda out, rows, metrics, title, **kw: drawn.update(rows=rows, metrics=metrics, **kw) or Path(out),
     )
+    row = {"runnable": True, "seeds": [0, 1], "ours": {"mauve": summarize([0.1, 0.3])}, "paper": {"mauve": 80.0}}
+    agg = {
+        "title": "T",
+        "metrics": ["mauve"],
+        "scale": {"mauve": 100},
+        "labels": {"mauve": "MAUVE"},
+        "rows": [
+            {**row, "label": "full recipe (paper's final)"},
+            {**row, "label": "never run", "seeds": []},
+            {"label": "impossible", "runnable": False, "seeds": []},
+        ],
+        "reference": {"mauve": summarize([0.9])},
+        "paper_reference": {"mauve": 100.0},
+    }
+    assert plot_row_figures(agg, tmp_path / "rows.png") == tmp_path / "rows.png"
+    assert list(drawn["rows"]) == ["full recipe", "real held-out"]
+    assert drawn["rows"]["full recipe"]["mauve"]["mean"] == pytest.approx(20.0)  # x100, the paper's unit
+    assert drawn["rows"]["full recipe"]["mauve"]["values"] == pytest.approx([10.0, 30.0])
+    assert drawn["paper"] == {"full recipe": {"mauve": 80.0}, "real held-out": {"mauve": 100.0}}
+    assert drawn["labels"] == {"mauve": "MAUVE (×100)"}
+    agg["rows"] = agg["rows"][1:]
+    assert plot_row_figures(agg, tmp_path / "none.png") is None
 
 
 def test_markdown_block_has_not_run_rows_and_is_replaced_not_duplicated(table, no_training):

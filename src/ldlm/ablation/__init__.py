@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from ldlm.ablation.curves import plot_probe_curves
+from ldlm.ablation.curves import plot_probe_curves, plot_row_figures
 from ldlm.ablation.run import (
     PlannedRun,
     generate_one,
@@ -98,10 +98,15 @@ def ablate(
     )
     json_path = Path(out_dir) / f"{spec.name}.json"
     atomic_write_json(json_path, agg)
-    png = plot_probe_curves(agg["probe_curves"], Path(out_dir) / f"{spec.name}_probes.png", spec.title)
-    figure = os.path.relpath(png, Path(markdown).resolve().parent) if png else None
-    write_markdown_block(Path(markdown), spec.name, markdown_table(agg, str(json_path), figure))
-    echo(f"wrote {json_path}{f', {png}' if png else ''} and the {spec.name} table in {markdown}")
+    pngs = {
+        "rows": plot_row_figures(agg, Path(out_dir) / f"{spec.name}_rows.png"),
+        "probes": plot_probe_curves(agg["probe_curves"], Path(out_dir) / f"{spec.name}_probes.png", spec.title),
+    }
+    where = Path(markdown).resolve().parent
+    figures = {kind: os.path.relpath(png, where) for kind, png in pngs.items() if png}
+    write_markdown_block(Path(markdown), spec.name, markdown_table(agg, str(json_path), figures))
+    written = "".join(f", {png}" for png in pngs.values() if png)
+    echo(f"wrote {json_path}{written} and the {spec.name} table in {markdown}")
     return agg
 
 

@@ -113,9 +113,10 @@ def _cell(ours: dict, paper: float | None, scale: float) -> str:
     return text + (f" ({paper:g})" if paper is not None else "")  # the paper's number as the spec gives it
 
 
-def markdown_table(agg: dict, json_path: str, figure: str | None = None) -> str:
-    """The Markdown block: table (ours, paper's in parentheses), probe-curve figure (``figure``: its path
-    relative to the Markdown file), protocol, ordering agreement, commands."""
+def markdown_table(agg: dict, json_path: str, figures: dict[str, str] | None = None) -> str:
+    """The Markdown block: table (ours, paper's in parentheses), figures (``figures``: "rows" (the table as
+    bars) and "probes" (probe curves), paths relative to the Markdown file), protocol, ordering agreement,
+    commands."""
     metrics, scale = agg["metrics"], agg["scale"]
     lines = [
         f"### {agg['title']}",
@@ -144,8 +145,12 @@ def markdown_table(agg: dict, json_path: str, figure: str | None = None) -> str:
         cells = [_cell(ref[m], agg["paper_reference"].get(m), scale.get(m, 1.0)) for m in metrics]
         seeds = ",".join(map(str, agg["reference_seeds"])) or "—"
         lines.append(f"| real held-out texts | {seeds} | " + " | ".join(cells) + " | same protocol as the samples |")
-    if figure:
-        lines += ["", f"![{agg['table']} probe curves, mean over seeds per row]({figure})"]
+    captions = {
+        "rows": "per row: mean ± std, seeds as dots, the paper's number as ◆",
+        "probes": "probe curves, mean over seeds per row",
+    }
+    for kind, path in (figures or {}).items():
+        lines += ["", f"![{agg['table']} {captions[kind]}]({path})"]
     lines += ["", *_protocol_lines(agg)]
     return "\n".join(lines)
 

@@ -62,11 +62,28 @@ def plot_curves(
     return save_figure(fig, out)
 
 
-def plot_report(out: str | Path, rows: dict[str, dict], metrics: Sequence[str], title: str = "") -> Path:
-    """Bar per row (model, reference) and metric: mean with a ±std bar and the per-seed values as dots."""
+def plot_report(
+    out: str | Path,
+    rows: dict[str, dict],
+    metrics: Sequence[str],
+    title: str = "",
+    *,
+    paper: dict[str, dict] | None = None,
+    labels: dict[str, str] | None = None,
+    ncols: int | None = None,
+) -> Path:
+    """Bar per row (model, reference) and metric: mean with a ±std bar and the per-seed values as dots.
+    ``paper``: row -> metric -> the paper's number, drawn as red diamonds on a red right-hand axis of its own (the
+    scales differ; the *ordering* is what compares). ``labels``: metric -> panel title; ``ncols``: panels per line
+    (default: all on one line)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
+    ncols = min(ncols or len(metrics), len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    width = max(3.2, 0.55 * len(rows) + 1.6)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, 4.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(metrics) :]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes.flat, metrics, strict=False):
         for i, summaries in enumerate(rows.values()):
             s = summaries[metric]
             if s["mean"] is None:
@@ -75,10 +92,19 @@ def plot_report(out: str | Path, rows: dict[str, dict], metrics: Sequence[str], 
             ax.bar(i, s["mean"], yerr=s["std"], capsize=4, color=f"C{i}", alpha=0.7)
             values = [v for v in s["values"] if v is not None]
             ax.plot([i] * len(values), values, "k.", markersize=4)
-        ax.set_xticks(range(len(rows)), list(rows))
-        ax.set_title(metric)
+        marks = [(i, (paper or {}).get(row, {}).get(metric)) for i, row in enumerate(rows)]
+        marks = [(i, v) for i, v in marks if v is not None]
+        if marks:
+            twin = ax.twinx()
+            twin.plot(*zip(*marks, strict=True), "D", color="red", markersize=6)
+            twin.tick_params(axis="y", colors="red")
+        rotate = len(rows) > 3 or max(map(len, rows)) > 12
+        ax.set_xticks(range(len(rows)), list(rows), rotation=40 if rotate else 0, ha="right" if rotate else "center")
+        ax.set_title((labels or {}).get(metric, metric), fontsize=9)
         if metric.startswith("judge_ppl"):
             ax.set_yscale("log")
+            if marks:
+                twin.set_yscale("log")
         ax.grid(alpha=0.3, axis="y")
     if title:
         fig.suptitle(title)
