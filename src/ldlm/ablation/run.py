@@ -77,6 +77,20 @@ def plan_runs(spec: AblationSpec, *, seeds: list[int], rows: list[Row], runs_dir
     return planned
 
 
+def _identity(spec: AblationSpec, run: PlannedRun, ablate_command: str) -> dict:
+    """What names a per-run JSON: its table, row, seed, the key it must match and the commands that make it."""
+    return {
+        "table": spec.name,
+        "row": run.row.name,
+        "label": run.row.title,
+        "seed": run.seed,
+        "key": run_key(spec, run.row),
+        "overrides": list(run.overrides),
+        "train_command": train_command(spec, run),
+        "ablate_command": ablate_command,
+    }
+
+
 def shared_result(spec: AblationSpec, run: PlannedRun, *, ablate_command: str) -> dict | None:
     """For a ``same_as`` row: the other table's measured run restricted to this table's figures, written as this
     run's JSON (with ``shared_from``); None when that run is not measured yet (then this one runs as usual)."""
@@ -88,13 +102,7 @@ def shared_result(spec: AblationSpec, run: PlannedRun, *, ablate_command: str) -
     sources = {METRICS[m][1] for m in spec.metrics}
     result = {
         **source,
-        "table": spec.name,
-        "row": run.row.name,
-        "label": run.row.title,
-        "key": run_key(spec, run.row),
-        "overrides": list(run.overrides),
-        "train_command": train_command(spec, run),
-        "ablate_command": ablate_command,
+        **_identity(spec, run, ablate_command),
         "shared_from": str(run.shared.result),
         "metrics": {m: source["metrics"][m] for m in spec.metrics},
         "reference": {m: v for m, v in source.get("reference", {}).items() if m in spec.metrics},
@@ -260,14 +268,7 @@ def run_one(spec: AblationSpec, run: PlannedRun, *, judge, ablate_command: str, 
     cfg = load_config(spec.base, list(run.overrides))
     measured = score(generated, spec, cfg, run.seed, judge)
     result = {
-        "table": spec.name,
-        "row": run.row.name,
-        "label": run.row.title,
-        "seed": run.seed,
-        "key": run_key(spec, run.row),
-        "overrides": list(run.overrides),
-        "train_command": train_command(spec, run),
-        "ablate_command": ablate_command,
+        **_identity(spec, run, ablate_command),
         "run_dir": str(run.run_dir),
         "trained_now": generated["trained_now"],
         "generated_now": generated["generated_now"],
