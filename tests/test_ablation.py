@@ -117,6 +117,48 @@ def test_probe_curves_are_the_mean_of_the_runs_and_plotted(table):
     assert "](results/tiny_table_rows.png)" in doc
 
 
+def test_training_curves_are_the_mean_of_the_runs_logs_and_plotted(table):
+    root, _, agg = table
+    curves = agg["training_curves"]
+    assert {"autoencoder/mse", "autoencoder/val_acc", "diffusion/loss"} <= set(curves)
+    for row in agg["rows"][:2]:
+        runs = [json.loads(Path(p).read_text())["training"] for p in row["runs"]]
+        for name in ("autoencoder/val_acc", "diffusion/loss"):
+            assert all(log[name]["step"] == [4] for log in runs)  # eval_every = log_every = steps = 4
+            mean = curves[name][row["label"]]
+            assert mean["seeds"] == 2 and mean["step"] == [4]
+            assert mean["mean"] == pytest.approx([statistics.fmean(log[name]["value"][0] for log in runs)])
+    assert (root / "results" / "tiny_table_training.png").stat().st_size > 0
+    assert "](results/tiny_table_training.png)" in (root / "doc.md").read_text()
+
+
+def test_training_log_keeps_logged_curves_and_means_use_the_steps_every_seed_logged(tmp_path):
+    from ldlm.ablation.training import mean_training_curves, run_training_log, training_log
+
+    def write_log(run: str, rows: list[dict]) -> Path:
+        (tmp_path / run / "joint").mkdir(parents=True)
+        (tmp_path / run / "joint" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return tmp_path / run
+
+    a = write_log(
+        "a", [{"step": 50, "diff": 0.5, "lr": 1.0}, {"step": 100, "diff": 0.3}, {"step": 100, "val_acc": 0.2}]
+    )
+    b = write_log("b", [{"step": 50, "diff": 0.7}, {"step": 100, "diff": float("nan")}, {"step": 150, "diff": 0.1}])
+    log_a = training_log(a)
+    assert log_a == {
+        "joint/diff": {"step": [50, 100], "value": [0.5, 0.3]},
+        "joint/val_acc": {"step": [100], "value": [0.2]},
+    }
+    assert training_log(b)["joint/diff"] == {"step": [50, 150], "value": [0.7, 0.1]}  # a non-finite value is left out
+    assert training_log(tmp_path / "gone") == {}
+    spec = load_spec(write_spec(tmp_path / "tiny_table.yaml"), check_configs=False)
+    runs = {"base": [{"training": log_a}, {"run_dir": str(b)}]}  # the second run: a JSON older than the field
+    assert run_training_log(runs["base"][1]) == training_log(b)
+    curves = mean_training_curves(spec, runs)
+    assert curves["joint/diff"]["all losses"] == {"step": [50], "mean": [pytest.approx(0.6)], "seeds": 2}
+    assert curves["joint/val_acc"]["all losses"] == {"step": [100], "mean": [0.2], "seeds": 1}
+
+
 def test_row_figure_shows_measured_rows_in_table_units_beside_the_papers(monkeypatch, tmp_path):
     from ldlm.ablation.curves import plot_row_figures
     from ldlm.evaluation.suite import summarize

@@ -23,6 +23,7 @@ from ldlm.ablation.run import (
 )
 from ldlm.ablation.spec import METRICS, AblationSpec, AblationSpecError, load_spec
 from ldlm.ablation.table import aggregate, markdown_table, write_markdown_block
+from ldlm.ablation.training import plot_training_curves
 from ldlm.io import atomic_write_json
 
 __all__ = ["AblationSpec", "AblationSpecError", "ablate", "load_spec"]
@@ -101,6 +102,9 @@ def ablate(
     pngs = {
         "rows": plot_row_figures(agg, Path(out_dir) / f"{spec.name}_rows.png"),
         "probes": plot_probe_curves(agg["probe_curves"], Path(out_dir) / f"{spec.name}_probes.png", spec.title),
+        "training": plot_training_curves(
+            agg["training_curves"], Path(out_dir) / f"{spec.name}_training.png", spec.title
+        ),
     }
     where = Path(markdown).resolve().parent
     figures = {kind: os.path.relpath(png, where) for kind, png in pngs.items() if png}

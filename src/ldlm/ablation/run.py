@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ldlm.ablation.spec import METRICS, AblationSpec, Row, shared_row
+from ldlm.ablation.training import training_log
 from ldlm.config import RunConfig, load_config
 from ldlm.io import atomic_write_json
 
@@ -255,6 +256,7 @@ def generate_one(spec: AblationSpec, run: PlannedRun, *, progress: bool = False)
         "trained_now": trained_now,
         "train_minutes_this_call": train_minutes,
         **generate(model, summary, spec, run.seed),
+        "training": training_log(cfg.run_dir),  # the stages' logged curves travel with the texts
     }
     generated["generate_minutes"] = (time.perf_counter() - start) / 60 - train_minutes
     atomic_write_json(path, generated)
@@ -277,6 +279,7 @@ def run_one(spec: AblationSpec, run: PlannedRun, *, judge, ablate_command: str, 
         "eval_minutes": generated["generate_minutes"] + (time.perf_counter() - start) / 60,
         "judge": spec.evaluation.judge,
         "summary": generated["summary"],
+        "training": generated.get("training", {}),
         **measured,
     }
     atomic_write_json(run.result, result)

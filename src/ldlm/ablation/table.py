@@ -15,6 +15,7 @@ from pathlib import Path
 from ldlm.ablation.curves import mean_probe_curves
 from ldlm.ablation.run import plan_runs, read_result, run_key, train_command
 from ldlm.ablation.spec import METRICS, AblationSpec, Row
+from ldlm.ablation.training import mean_training_curves
 from ldlm.evaluation.suite import summarize
 from ldlm.io import atomic_write_text
 
@@ -96,6 +97,7 @@ def aggregate(spec: AblationSpec, *, table: str, out_dir: Path, runs_dir: Path, 
         "paper_reference": spec.paper_reference,
         "ordering_vs_paper": ordering,
         "probe_curves": mean_probe_curves(spec, by_row),
+        "training_curves": mean_training_curves(spec, by_row),
         "written": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
@@ -115,8 +117,8 @@ def _cell(ours: dict, paper: float | None, scale: float) -> str:
 
 def markdown_table(agg: dict, json_path: str, figures: dict[str, str] | None = None) -> str:
     """The Markdown block: table (ours, paper's in parentheses), figures (``figures``: "rows" (the table as
-    bars) and "probes" (probe curves), paths relative to the Markdown file), protocol, ordering agreement,
-    commands."""
+    bars), "probes" (probe curves) and "training" (training dynamics), paths relative to the Markdown file),
+    protocol, ordering agreement, commands."""
     metrics, scale = agg["metrics"], agg["scale"]
     lines = [
         f"### {agg['title']}",
@@ -148,6 +150,7 @@ def markdown_table(agg: dict, json_path: str, figures: dict[str, str] | None = N
     captions = {
         "rows": "per row: mean ± std, seeds as dots, the paper's number as ◆",
         "probes": "probe curves, mean over seeds per row",
+        "training": "training dynamics (losses, latent std, held-out accuracy), mean over seeds per row",
     }
     for kind, path in (figures or {}).items():
         lines += ["", f"![{agg['table']} {captions[kind]}]({path})"]

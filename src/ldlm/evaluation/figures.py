@@ -20,12 +20,13 @@ def _pyplot():
     return plt
 
 
-def save_figure(fig, out: str | Path, dpi: int = 110) -> Path:
-    """Save ``fig`` to a temporary PNG beside ``out``, rename it into place, close the figure."""
+def save_figure(fig, out: str | Path, dpi: int = 110, rect: tuple[float, float, float, float] | None = None) -> Path:
+    """Save ``fig`` to a temporary PNG beside ``out``, rename it into place, close the figure. ``rect``: the part
+    of the figure the axes may fill (e.g. room below for a figure legend)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     fig.savefig(tmp, dpi=dpi)
     _pyplot().close(fig)
     tmp.replace(out)
