@@ -246,3 +246,13 @@ def test_ldlm_crash_in_post_training_resumes_without_retraining_the_joint_stage(
     _assert_same_weights(weights, reference)  # incl. the adaptive sampler's buffers and the fresh token decoder
     strip = lambda text: [{k: v for k, v in json.loads(r).items() if k != "elapsed_s"} for r in text.splitlines()]
     assert strip(log) == strip(ref_log)
+
+
+def test_an_output_dir_that_is_a_file_is_refused_before_training_and_left_alone(tmp_path, capsys):
+    from ldlm import cli
+
+    taken = tmp_path / "notes.txt"
+    taken.write_text("a user's file")
+    assert cli.main(["train", "tiny", f"output_dir={taken}"]) == 2
+    assert f"output_dir={str(taken)!r} is a file" in capsys.readouterr().err
+    assert taken.read_text() == "a user's file"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from ldlm import distributed
 from ldlm.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from ldlm.config import ConfigError
 from ldlm.io import atomic_write_json
 from ldlm.rng import capture_all_ranks, restore_this_rank
 
@@ -64,6 +65,8 @@ class RunStages:
         self.cfg, self.resume = cfg, resume
         self.run_dir, self.dir = cfg.run_dir, cfg.run_dir / "stages"
         if distributed.is_main():
+            if self.run_dir.exists() and not self.run_dir.is_dir():
+                raise ConfigError(f"output_dir={str(self.run_dir)!r} is a file; name a directory (new or a run's)")
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config_file = self.run_dir / "config.json"
             if resume and config_file.is_file():
