@@ -43,6 +43,32 @@ def test_table1_ce_ablations_turn_the_stop_gradient_off(mode, expected):
     assert _grad_norm(terms["ce"], model.autoencoder.compressor.parameters()) > 0
 
 
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ((), 16 * 384 / (4 * 64)),  # ldlm_tiny: L x D = 16 x 384 features, N x d = 4 x 64 latents
+        (("autoencoder.num_latents=16", "autoencoder.latent_dim=384"), 1.0),  # the paper's N = L, d = D
+        (("joint.hidden_weight=2.5",), 2.5),
+    ],
+)
+def test_hidden_loss_weight_restores_the_squared_norm_balance_and_weights_only_l_h(overrides, expected):
+    cfg = tiny_config(*overrides)
+    model = tiny_model(cfg)
+    task = JointTask(model, cfg, seed=0).train()
+    assert task.hidden_weight == pytest.approx(expected)
+    batch = synthetic_batch(model)
+    terms = task.losses(batch, 10**6)
+    task.generator.manual_seed(0)  # forward draws the same noise, t and positions as losses() did
+    loss, metrics = task(batch, 10**6)
+    assert loss.item() == pytest.approx(terms["diff"].item() + expected * terms["mse"].item() + terms["ce"].item())
+    assert metrics["mse"] == pytest.approx(terms["mse"].item())  # logged unweighted
+
+
+def test_hidden_weight_must_be_positive():
+    with pytest.raises(ValueError, match="joint.hidden_weight=0.0"):
+        tiny_config("joint.hidden_weight=0")
+
+
 def test_skipped_token_decoder_has_no_loss_and_no_trainable_weights():
     cfg = tiny_config("joint.skip_token_decoder=true")
     model = tiny_model(cfg)

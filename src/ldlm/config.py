@@ -134,6 +134,9 @@ class JointConfig:
     warmup_c: float = 0.8  # midpoint c (fraction of S_wu)
     gamma_min: float = 0.0  # gamma(0) (the paper: "gamma_min ~ 0")
     skip_token_decoder: bool = False  # no L_w during joint training; D_w is post-trained (App. B.2)
+    # lambda_h in L = L_diff + lambda_h L_h + L_w. Eq. 1-2 are squared norms over z (N x d) and h (L x D); the code
+    # takes means, so None (auto) = (L*D)/(N*d) keeps the paper's balance: 1 at its N = L, d = D, 4.5 in ldlm_quick.
+    hidden_weight: float | None = None
 
 
 @dataclass
@@ -466,6 +469,10 @@ def _validate_ldlm(cfg: RunConfig) -> None:
     _check(joint.sigma_dec >= 0, f"joint.sigma_dec={joint.sigma_dec} must be >= 0 (the decoder-input noise std)")
     _check(joint.warmup_steps >= 0, f"joint.warmup_steps={joint.warmup_steps} (S_wu) must be >= 0 (0: no warmup)")
     _check(joint.warmup_k > 0, f"joint.warmup_k={joint.warmup_k} must be > 0")
+    _check(
+        joint.hidden_weight is None or joint.hidden_weight > 0,
+        f"joint.hidden_weight={joint.hidden_weight} (lambda_h) must be > 0, or null for the paper's balance",
+    )
     _check(0.0 <= joint.gamma_min <= 1.0, f"joint.gamma_min={joint.gamma_min} must be in [0, 1]")
     _check(
         joint.reconstruction in ("mse", "ce", "ce+mse"),

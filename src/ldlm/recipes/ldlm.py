@@ -1,5 +1,5 @@
 """LDLM, one joint stage (LDLM Sec. 4-5): latent encoder E_z, latent decoder D_h, token decoder D_w and the
-denoiser trained together on ``L = L_diff + L_h + L_w`` (Eq. 4).
+denoiser trained together on ``L = L_diff + lambda_h L_h + L_w`` (Eq. 4; lambda_h: :func:`hidden_loss_weight`).
 
 ``L_h = ||h - D_h(z0 + sigma_dec eps)||^2`` (Eq. 2) is the only reconstruction signal into E_z; ``L_w`` is the
 token cross-entropy on ``sg(h_hat)`` (Eq. 3); ``L_diff`` (Eq. 1) is trained on the live ``z0``, whose gradient to
@@ -103,13 +103,24 @@ def fit_feature_stats(model: LatentDiffusionLM, source: FeatureSource, max_rows:
 # --------------------------------------------------------------------------------------- the joint objective
 
 
+def hidden_loss_weight(cfg: RunConfig, hidden_size: int, latent_shape: tuple[int, int]) -> float:
+    """lambda_h: ``joint.hidden_weight``, or (auto) (L*D)/(N*d), which turns the coded per-coordinate means of L_h
+    (over h: L x D) and L_diff (over z: N x d) back into the ratio of Eq. 1-2's squared norms. The paper's
+    N = L, d = D gives 1; ldlm_quick's 16 x 256 latents of 32 x 576 features give 4.5."""
+    if cfg.joint.hidden_weight is not None:
+        return cfg.joint.hidden_weight
+    n, d = latent_shape
+    return cfg.encoder.max_length * hidden_size / (n * d)
+
+
 class JointTask(nn.Module):
-    """``L_diff + L_h + L_w`` on a batch; :meth:`losses` returns the terms separately (for gradient checks)."""
+    """``L_diff + lambda_h L_h + L_w`` on a batch; :meth:`losses` returns the (unweighted) terms separately."""
 
     def __init__(self, model: LatentDiffusionLM, cfg: RunConfig, seed: int):
         super().__init__()
         self.autoencoder, self.denoiser, self.schedule = model.autoencoder, model.denoiser, model.schedule
         self.cfg = cfg
+        self.hidden_weight = hidden_loss_weight(cfg, model.encoder.hidden_size, model.latent_shape)
         self.timesteps = timestep_sampler_for(cfg.diffusion)  # a submodule (state in checkpoints) when adaptive
         # a plain function (not the module) so that EMA's deepcopy does not copy the frozen encoder
         self.features = lambda batch, device: normalized_features(model, batch, device)
@@ -158,7 +169,7 @@ class JointTask(nn.Module):
 
     def forward(self, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
         terms, z0 = self._objective(batch, step)
-        loss = sum(terms.values())
+        loss = sum(self.hidden_weight * v if k == "mse" else v for k, v in terms.items())
         metrics = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
         metrics.update(gamma=self.gamma(step), latent_std=z0.detach().std(0).mean().item())
         return loss, metrics
@@ -241,6 +252,8 @@ def train_ldlm(
         "valid_rows": len(valid),
         "feature_minutes": (time.perf_counter() - start) / 60,
     }
+    if not model.autoencoder.identity_latents:
+        summary["hidden_weight"] = hidden_loss_weight(cfg, model.encoder.hidden_size, model.latent_shape)
 
     def joint_stage() -> dict:
         if not cfg.joint.skip_token_decoder:  # centroid init / pre-training of the head on the true h
