@@ -16,13 +16,13 @@ __all__ = ["TRAINING_CURVES", "mean_training_curves", "plot_training_curves", "r
 # "stage/key" of a run's STAGE/metrics.jsonl -> (panel title, y label, log y). Train keys are means over the
 # logging window; val_* keys are the EMA weights on held-out rows every eval_every steps.
 TRAINING_CURVES = {
-    "joint/diff": ("diffusion loss (train)", "L_diff", True),
-    "joint/latent_std": ("latent std (train)", "coordinate-wise std of z₀", False),
-    "joint/mse": ("hidden-state loss (train)", "L_h = MSE(h, D_h(z₀ + σ_dec ε))", True),
-    "joint/val_acc": ("held-out token accuracy", "accuracy of D_w(D_h(z₀))", False),
-    "autoencoder/mse": ("autoencoder MSE (train)", "MSE(h, ĥ) on perturbed inputs", True),
-    "autoencoder/val_acc": ("autoencoder held-out accuracy", "token accuracy (clean)", False),
-    "diffusion/loss": ("diffusion loss (train)", "L_diff", True),
+    "joint/diff": ("joint: diffusion loss (train)", "L_diff", True),
+    "joint/latent_std": ("joint: latent std (train)", "coordinate-wise std of z₀", False),
+    "joint/mse": ("joint: hidden-state loss (train)", "L_h = MSE(h, D_h(z₀ + σ_dec ε))", True),
+    "joint/val_acc": ("joint: held-out token accuracy", "accuracy of D_w(D_h(z₀))", False),
+    "autoencoder/mse": ("autoencoder: MSE(h, ĥ) (train)", "on perturbed inputs", True),
+    "autoencoder/val_acc": ("autoencoder: held-out accuracy", "token accuracy (clean inputs)", False),
+    "diffusion/loss": ("diffusion stage: loss (train)", "L_diff at the sampled t", True),
 }
 
 
@@ -83,7 +83,7 @@ def plot_training_curves(curves: dict, out: str | Path, title: str, ncols: int =
         panel, ylabel, log_y = TRAINING_CURVES[name]
         for label, row in curves[name].items():
             ax.plot(row["step"], row["mean"], color=colors[label], marker="." if len(row["step"]) < 12 else None)
-        ax.set(title=f"{name.split('/')[0]}: {panel}", xlabel="step", ylabel=ylabel)
+        ax.set(title=panel, xlabel="step", ylabel=ylabel)
         if log_y:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
