@@ -11,7 +11,7 @@ from ldlm_helpers import synthetic_batch, tiny_config, tiny_model
 from ldlm.autoencoder import IdentityResampler, TextAutoencoder
 from ldlm.config import ConfigError, load_config
 from ldlm.pipeline import LatentDiffusionLM
-from ldlm.recipes.cosmos import AutoencoderTask, train_cosmos
+from ldlm.recipes.cosmos import AutoencoderTask, normalized_features, train_cosmos
 from ldlm.recipes.ldlm import JointTask, train_ldlm
 
 TEXTS = ["the cat sat on the mat.", "rain fell over the quiet town all night."]
@@ -136,6 +136,7 @@ def test_identity_recipe_end_to_end(recipe, tmp_path):
     length, hidden = cfg.encoder.max_length, model.encoder.hidden_size
     assert model.latent_shape == (length, hidden)
     assert summary["heldout_mse"] == 0.0  # h_hat = h on clean inputs
+    assert summary["heldout_token_accuracy"] == summary["heldout_head_accuracy_true_h"]  # ... so no token is lost
     # the diffusion latents are the normalised features themselves (no latent statistics on top)
     assert torch.equal(model.latent_mean, torch.zeros(length, hidden))
     assert torch.equal(model.latent_std, torch.ones(length, hidden))
@@ -153,3 +154,24 @@ def test_identity_recipe_end_to_end(recipe, tmp_path):
     assert torch.equal(reloaded.encode(TEXTS), z)
     assert torch.equal(reloaded.generate_latents(2, steps=3, seed=0), latents)
     assert reloaded.generate(2, steps=3, seed=0) == texts
+
+
+def test_accuracy_on_true_h_isolates_the_latent_bottleneck():
+    """reconstruction_accuracy(true_h=True): the decoder's accuracy on h, beside the one on h_hat = D_h(E_z(h))."""
+    from ldlm.recipes.cosmos import FeatureSource, reconstruction_accuracy
+
+    cfg = load_config("tiny", [])
+    model = LatentDiffusionLM(cfg)
+    source = FeatureSource(model, TEXTS, cache=False)
+    ae = model.autoencoder
+    with torch.no_grad():  # make D_h useless (h_hat = 0): every token the head reads right from h is lost in it
+        for p in ae.decompressor.parameters():
+            p.zero_()
+    ids, mask, h = normalized_features(model, source.batch(torch.arange(len(TEXTS))), torch.device("cpu"))
+    ae.head.weight.data[:] = 0
+    ae.head.bias.data[:] = 0
+    real = mask.bool()
+    ae.head.weight.data[ids[real]] = h[real]  # a head that reads each text's own tokens back from h
+    rec = reconstruction_accuracy(model, source, true_h=True)
+    assert rec["acc_true_h"] > 0.5 > rec["acc"]
+    assert "acc_true_h" not in reconstruction_accuracy(model, source)

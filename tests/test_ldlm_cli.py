@@ -32,6 +32,7 @@ def test_train_writes_model_summary_and_logs(ldlm_run):
     assert summary["recipe"] == "ldlm" and summary["train_rows"] > 0
     for key in ("heldout_token_accuracy", "heldout_mse", "heldout_diffusion_loss", "joint_minutes", "decoder_minutes"):
         assert key in summary
+    assert 0 <= summary["heldout_head_accuracy_true_h"] <= 1  # the token decoder on the true h, for comparison
     rows = [json.loads(line) for line in (run_dir / "joint" / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "loss" in r]
     assert train_rows[-1]["step"] == 20 and {"diff", "mse", "ce", "gamma", "latent_std"} <= set(train_rows[-1])

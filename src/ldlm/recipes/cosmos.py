@@ -165,21 +165,26 @@ def reconstruction_accuracy(
     autoencoder: nn.Module | None = None,
     max_texts: int = 512,
     batch_size: int = 64,
+    true_h: bool = False,
 ) -> dict[str, float]:
-    """Held-out token accuracy (full-vocabulary argmax over real positions) and MSE(h, h_hat), clean input."""
+    """Held-out token accuracy (full-vocabulary argmax over real positions) and MSE(h, h_hat), clean input.
+    ``true_h``: also the token decoder's accuracy on the true h ("acc_true_h"), which separates the tokens lost
+    in the latent bottleneck (h -> z -> h_hat) from those the decoder gets wrong anyway."""
     ae = autoencoder or model.autoencoder
     device = ae.head.weight.device
-    correct = total = 0
+    correct = correct_h = total = 0
     sq = 0.0
     n = min(len(source), max_texts)
     for start in range(0, n, batch_size):
         ids, mask, h = normalized_features(model, source.batch(torch.arange(start, min(n, start + batch_size))), device)
         h_hat = ae.decode_hidden(ae.encode(h, mask), ids.shape[1])
         real = mask.bool()
-        correct += (ae.logits(h_hat).argmax(-1)[real] == ids[real]).sum().item()
+        correct += (ae.logits(h_hat, mask).argmax(-1)[real] == ids[real]).sum().item()
+        if true_h:
+            correct_h += (ae.logits(h, mask).argmax(-1)[real] == ids[real]).sum().item()
         total += real.sum().item()
         sq += ((h_hat - h) ** 2)[real].mean(-1).sum().item()
-    return {"acc": correct / total, "mse": sq / total}
+    return {"acc": correct / total, "mse": sq / total, **({"acc_true_h": correct_h / total} if true_h else {})}
 
 
 class HeadTask(nn.Module):
@@ -270,10 +275,11 @@ def train_autoencoder(
     eval_fn = lambda task: reconstruction_accuracy(model, valid, autoencoder=task.autoencoder, max_texts=256)
     trainer.fit(train.batches(tc.batch_size, cfg.seed), eval_fn)
     model.eval()
-    metrics = reconstruction_accuracy(model, valid, max_texts=len(valid))
+    metrics = reconstruction_accuracy(model, valid, max_texts=len(valid), true_h=True)
     return {
         "heldout_token_accuracy": metrics["acc"],
         "heldout_mse": metrics["mse"],
+        "heldout_head_accuracy_true_h": metrics["acc_true_h"],
         "heldout_head_accuracy_true_h_before_autoencoder": head_acc,
         "autoencoder_texts": len(train),
         "autoencoder_minutes": (time.perf_counter() - start) / 60,
