@@ -103,14 +103,14 @@ def fit_feature_stats(model: LatentDiffusionLM, source: FeatureSource, max_rows:
 # --------------------------------------------------------------------------------------- the joint objective
 
 
-def hidden_loss_weight(cfg: RunConfig, hidden_size: int, latent_shape: tuple[int, int]) -> float:
+def hidden_loss_weight(cfg: RunConfig, model: LatentDiffusionLM) -> float:
     """lambda_h: ``joint.hidden_weight``, or (auto) (L*D)/(N*d), which turns the coded per-coordinate means of L_h
     (over h: L x D) and L_diff (over z: N x d) back into the ratio of Eq. 1-2's squared norms. The paper's
     N = L, d = D gives 1; ldlm_quick's 16 x 256 latents of 32 x 576 features give 4.5."""
     if cfg.joint.hidden_weight is not None:
         return cfg.joint.hidden_weight
-    n, d = latent_shape
-    return cfg.encoder.max_length * hidden_size / (n * d)
+    n, d = model.latent_shape
+    return cfg.encoder.max_length * model.encoder.hidden_size / (n * d)
 
 
 class JointTask(nn.Module):
@@ -120,7 +120,7 @@ class JointTask(nn.Module):
         super().__init__()
         self.autoencoder, self.denoiser, self.schedule = model.autoencoder, model.denoiser, model.schedule
         self.cfg = cfg
-        self.hidden_weight = hidden_loss_weight(cfg, model.encoder.hidden_size, model.latent_shape)
+        self.hidden_weight = hidden_loss_weight(cfg, model)
         self.timesteps = timestep_sampler_for(cfg.diffusion)  # a submodule (state in checkpoints) when adaptive
         # a plain function (not the module) so that EMA's deepcopy does not copy the frozen encoder
         self.features = lambda batch, device: normalized_features(model, batch, device)
@@ -254,7 +254,7 @@ def train_ldlm(
         "feature_minutes": (time.perf_counter() - start) / 60,
     }
     if not model.autoencoder.identity_latents:
-        summary["hidden_weight"] = hidden_loss_weight(cfg, model.encoder.hidden_size, model.latent_shape)
+        summary["hidden_weight"] = hidden_loss_weight(cfg, model)
 
     def joint_stage() -> dict:
         if not cfg.joint.skip_token_decoder:  # centroid init / pre-training of the head on the true h
