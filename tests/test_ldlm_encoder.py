@@ -36,9 +36,28 @@ def test_causal_encoder_reads_the_third_to_last_hidden_state(tiny_gpt2):
     ids = torch.tensor(enc.tokenizer(["the cat sat on the mat", "rain fell all night"], padding=True)["input_ids"])
     mask = (ids != enc.tokenizer.pad_token_id).long()
     h = enc(ids, mask)
-    states = enc.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    states = _full_hidden_states(tiny_gpt2, ids, mask)
     assert len(states) == 4  # embeddings + 3 layers
     assert torch.equal(h, states[-3]) and torch.equal(h, states[1]) and not torch.equal(h, states[-1])
+
+
+def _full_hidden_states(path, ids, mask):
+    from transformers import GPT2Model
+
+    model = GPT2Model.from_pretrained(path).eval()
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+
+
+@pytest.mark.parametrize("layer", [0, 1, -3, -2, -1, 3])
+def test_encoder_runs_only_the_blocks_its_layer_needs(tiny_gpt2, layer):
+    """Blocks after the chosen layer are dropped (one kept for GPT-2's final ln_f); h is unchanged bit for bit."""
+    enc = FrozenEncoder(tiny_gpt2, layer=layer)
+    index = layer % 4
+    assert enc.kept_layers == min(index + 1, 3) == len(enc.model.h)
+    ids = torch.tensor(enc.tokenizer(["the cat sat on the mat", "rain fell"], padding=True)["input_ids"])
+    mask = (ids != enc.tokenizer.pad_token_id).long()
+    assert torch.equal(enc(ids, mask), _full_hidden_states(tiny_gpt2, ids, mask)[layer])
 
 
 def test_packed_features_of_a_causal_encoder(tiny_gpt2, tmp_path):

@@ -49,6 +49,23 @@ def check_encoder_config(cfg) -> None:
         )
 
 
+def _drop_unused_layers(model: nn.Module, num_layers: int, keep: int) -> int:
+    """Cut the model's block list to its first ``keep`` blocks; returns how many blocks it now runs.
+
+    ``hidden_states[k]`` depends on blocks ``1..k`` only, so the blocks after them are wasted compute (29 of 30
+    of SmolLM2's for ``layer=0``). One block more than needed is kept because a final norm (GPT-2, Llama) is
+    applied to the last entry; ``hidden_states[k]`` is then unchanged bit for bit. Models whose blocks are not
+    one ``nn.ModuleList`` of ``num_layers`` modules are left whole.
+    """
+    lists = [name for name, mod in model.named_modules() if isinstance(mod, nn.ModuleList) and len(mod) == num_layers]
+    if len(lists) != 1 or keep >= num_layers:
+        return num_layers
+    parent_name, _, attr = lists[0].rpartition(".")
+    parent = model.get_submodule(parent_name)
+    setattr(parent, attr, nn.ModuleList(list(getattr(parent, attr))[:keep]))
+    return keep
+
+
 class FrozenEncoder(nn.Module):
     """Wraps a pretrained encoder; ``forward`` returns raw hidden states ``h: (B, L, D)`` of one layer.
 
@@ -73,7 +90,9 @@ class FrozenEncoder(nn.Module):
                 f"encoder.layer={layer} is out of range for {name!r} with {num_layers} layers: "
                 f"use an index in [-{num_layers + 1}, {num_layers}] (e.g. -1 last, -3 third-to-last)"
             )
-        self.layer = layer
+        self.layer = layer  # as configured (cache keys and messages use it)
+        self._index = layer % (num_layers + 1)  # the same entry counted from the embeddings
+        self.kept_layers = _drop_unused_layers(model, num_layers, keep=min(self._index + 1, num_layers))
         self.hidden_size: int = model.config.hidden_size
         if self.tokenizer.pad_token_id is None:  # GPT-style tokenizers: pad with EOS (masked anyway)
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -92,7 +111,7 @@ class FrozenEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask: (B, L) -> raw hidden states h: (B, L, D) of ``self.layer``."""
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        return out.hidden_states[self.layer].float()
+        return out.hidden_states[self._index].float()
 
     def normalize(self, h: torch.Tensor) -> torch.Tensor:
         """Per-feature standardisation with the fitted statistics: (B, L, D) -> (B, L, D)."""
