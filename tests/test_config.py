@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ldlm.config import (
@@ -106,6 +108,19 @@ def test_parse_override_structure():
     assert parse_override("x=1e-4") == {"x": 1e-4}
     assert parse_override("x=[1, 2]") == {"x": [1, 2]}
     assert parse_override("x=a=b") == {"x": "a=b"}  # only the first '=' splits
+
+
+def test_a_runs_config_json_loads_back_as_a_config(tmp_path):
+    """``ldlm train RUN/config.json``: JSON writes 1e-08, which YAML 1.1 reads as a string, in float fields."""
+    cfg = load_config("tiny", ["autoencoder_train.eps=1e-8", "name=back"])
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    assert '"eps": 1e-08' in path.read_text()
+    again = load_config(path)
+    assert again == cfg and type(again.autoencoder_train.eps) is float
+    path.write_text(path.read_text().replace('"eps": 1e-08', '"eps": "fast"'))
+    with pytest.raises(ConfigError, match=r"autoencoder_train\.eps: expected a number, got 'fast'"):
+        load_config(path)
 
 
 def test_override_without_equals_is_rejected():

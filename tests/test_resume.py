@@ -256,3 +256,30 @@ def test_an_output_dir_that_is_a_file_is_refused_before_training_and_left_alone(
     assert cli.main(["train", "tiny", f"output_dir={taken}"]) == 2
     assert f"output_dir={str(taken)!r} is a file" in capsys.readouterr().err
     assert taken.read_text() == "a user's file"
+
+
+def test_a_finished_ldlm_run_resumes_with_a_new_deeper_token_decoder(tmp_path, caplog):
+    """LDLM App. B.2 on a finished run: its config.json + a 2-block D_w + decoder_train.steps, --resume. The joint
+    stage is restored, not retrained (its snapshot has a 1-block D_w), and only the fresh D_w trains."""
+    from ldlm import cli
+
+    joint_only = ["joint_train.steps=6", "joint_train.save_every=0", "decoder_train.steps=0"]
+    assert cli.main(["train", "ldlm_tiny", f"output_dir={tmp_path}/run", *joint_only, "--quiet"]) == 0
+    run = tmp_path / "run"
+    joint_log = (run / "joint" / "metrics.jsonl").read_text()
+    before = load_file(str(run / "model" / "model.safetensors"))
+    deeper = ["autoencoder.token_decoder_layers=2", "decoder_train.steps=4", "decoder_train.save_every=0"]
+    with caplog.at_level(logging.INFO):
+        assert cli.main(["train", str(run / "config.json"), *deeper, "--quiet", "--resume"]) == 0
+    assert "stage 'joint' finished in an earlier run" in caplog.text
+    assert (run / "joint" / "metrics.jsonl").read_text() == joint_log
+    assert len((run / "decoder" / "metrics.jsonl").read_text().splitlines()) >= 1
+    after = load_file(str(run / "model" / "model.safetensors"))
+    d_w = ("autoencoder.token_blocks.", "autoencoder.head.")
+    assert {k for k in after if k.startswith("autoencoder.token_blocks.1.")}  # the second block exists now
+    assert not any(k.startswith("autoencoder.token_blocks.1.") for k in before)
+    for key, value in before.items():
+        if not key.startswith(d_w):
+            torch.testing.assert_close(after[key], value, rtol=0, atol=0, msg=key)  # E_z, D_h, denoiser: frozen
+    assert not torch.equal(after["autoencoder.head.weight"], before["autoencoder.head.weight"])
+    assert json.loads((run / "config.json").read_text())["autoencoder"]["token_decoder_layers"] == 2

@@ -266,6 +266,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _looks_numeric(value):  # YAML 1.1 reads `1e-4` (no dot) as a string
+            return float(value)
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -302,9 +304,9 @@ def _deep_merge(base: dict, update: dict) -> dict:
 
 
 def preset_path(name_or_path: str | Path) -> Path:
-    """A preset by name (``configs/NAME.yaml``) or an explicit YAML path."""
+    """A preset by name (``configs/NAME.yaml``), an explicit YAML path or a run's ``config.json`` (JSON is YAML)."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") and path.exists():
+    if path.suffix in (".yaml", ".yml", ".json") and path.exists():
         return path
     candidate = CONFIG_DIR / f"{path.stem if path.suffix else name_or_path}.yaml"
     if candidate.exists():

@@ -78,9 +78,13 @@ class RunStages:
             atomic_write_json(config_file, cfg.to_dict())  # the resolved config, for reproduction
         distributed.barrier()
 
-    def run(self, name: str, model: LatentDiffusionLM, fn: Callable[[], dict]) -> dict:
-        """``fn()`` (its Trainers resume when ``resume``), or the saved result of an already finished stage."""
-        done = self._restore(name, model) if self.resume else None
+    def run(self, name: str, model: LatentDiffusionLM, fn: Callable[[], dict], *, fresh: tuple[str, ...] = ()) -> dict:
+        """``fn()`` (its Trainers resume when ``resume``), or the saved result of an already finished stage.
+
+        ``fresh``: state-dict key prefixes that a later stage rebuilds with new weights; a finished stage's snapshot
+        is restored without them, so their shape may have changed since (a deeper token decoder, LDLM App. B.2).
+        """
+        done = self._restore(name, model, fresh) if self.resume else None
         if done is not None:
             log.info("stage %r finished in an earlier run: restored from %s, not trained again", name, self.dir / name)
             return done
@@ -93,7 +97,7 @@ class RunStages:
         distributed.barrier()
         return info
 
-    def _restore(self, name: str, model: LatentDiffusionLM) -> dict | None:
+    def _restore(self, name: str, model: LatentDiffusionLM, fresh: tuple[str, ...] = ()) -> dict | None:
         path = self.dir / name
         if not path.is_dir():
             return None
@@ -102,8 +106,9 @@ class RunStages:
         except CheckpointError as err:
             log.warning("stage %r: its snapshot is unusable (%s): running the stage again", name, err)
             return None
-        missing, unexpected = model.load_state_dict(parts["model"], strict=False)
-        missing = [k for k in missing if not k.startswith("encoder.model.")]
+        kept = {k: v for k, v in parts["model"].items() if not k.startswith(fresh)}
+        missing, unexpected = model.load_state_dict(kept, strict=False)
+        missing = [k for k in missing if not k.startswith(("encoder.model.", *fresh))]
         if missing or unexpected:
             raise CheckpointError(f"{path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
         restore_this_rank(parts["rng"], state["rng"])

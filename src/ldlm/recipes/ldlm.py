@@ -261,7 +261,10 @@ def train_ldlm(
             prepare_head(model, train, dataclasses.replace(cfg, autoencoder_train=cfg.joint_train), run_dir, progress)
         return train_joint(model, train, valid, cfg, run_dir, progress)
 
-    summary.update(stages.run("joint", model, joint_stage))
+    # The decoder stage replaces D_w: a finished joint stage is then restored without it, so that a run can be
+    # resumed with a new token decoder (e.g. autoencoder.token_decoder_layers=2 decoder_train.steps=...).
+    fresh = ("autoencoder.token_blocks.", "autoencoder.head.") if cfg.decoder_train.steps else ()
+    summary.update(stages.run("joint", model, joint_stage, fresh=fresh))
     summary["decoder_minutes"] = 0.0
     if cfg.decoder_train.steps:
         decoder_stage = lambda: train_token_decoder(model, train, valid, cfg, run_dir, progress)
