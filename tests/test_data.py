@@ -11,6 +11,7 @@ import torch
 
 from ldlm.data import (
     DatasetError,
+    appended_end_token,
     find_data_dir,
     list_datasets,
     load_texts,
@@ -215,6 +216,30 @@ def test_tokenize_pads_adds_special_tokens_and_counts_truncation(tokenizer):
     for row, n in zip(tok.input_ids, lengths, strict=True):
         assert row[n - 1] == sep and (row[n:] == pad).all()
     assert tok.attention_mask[0].tolist() == [1] * 5 + [0] * 7
+
+
+@pytest.mark.parametrize("name", ["gpt2-tokenizer", "smollm2-135m"])
+def test_padded_rows_of_a_causal_tokenizer_end_in_a_real_eos(name):
+    """GPT-2/Llama tokenizers add no end token: without the appended EOS a padded row's end is never a trained
+    position (mask 0) and decoders never learn where a text stops."""
+    from transformers import AutoTokenizer
+
+    from ldlm.resources import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name))
+    eos = tokenizer.eos_token_id
+    assert appended_end_token(tokenizer) == eos
+    texts = ["the cat sat on the mat", "word " * 40]
+    tok = tokenize_texts(tokenizer, texts, max_length=12)
+    plain = tokenizer(texts[0], add_special_tokens=True)["input_ids"]
+    lengths = tok.attention_mask.sum(1).tolist()
+    assert lengths == [len(plain) + 1, 12] and tok.num_truncated == 1
+    assert tok.input_ids[0, : len(plain)].tolist() == plain and tok.input_ids[0, len(plain)] == eos
+    assert tok.input_ids[1, 11] == eos  # a truncated row keeps its end token, like BERT's [SEP]
+
+
+def test_a_tokenizer_with_its_own_end_token_gets_none_appended(tokenizer):
+    assert appended_end_token(tokenizer) is None  # BERT: [SEP] already ends every row
 
 
 def test_tokenize_no_warning_without_truncation_and_empty_error(tokenizer):

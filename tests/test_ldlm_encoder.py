@@ -8,7 +8,7 @@ import torch
 from ldlm_helpers import tiny_config
 
 from ldlm.config import ConfigError
-from ldlm.data import build_features, pack_texts
+from ldlm.data import build_features, cache_key, pack_texts
 from ldlm.encoders import FrozenEncoder, check_encoder_config
 from ldlm.resources import ModelNotFoundError, resolve_model
 
@@ -71,6 +71,9 @@ def test_packed_features_of_a_causal_encoder(tiny_gpt2, tmp_path):
     torch.testing.assert_close(cached, enc(expected[:2], fs.attention_mask[:2]), rtol=1e-3, atol=1e-3)
     padded = build_features(enc, texts, 16, cache_dir=tmp_path, progress=False)
     assert padded.key != fs.key and len(padded) == len(texts)  # packed and padded entries never collide
+    ends = padded.attention_mask.sum(1) - 1  # padded rows end in a real EOS; entries from before it are not reused
+    assert (padded.input_ids[torch.arange(len(texts)), ends] == enc.tokenizer.eos_token_id).all()
+    assert padded.key != cache_key(enc.name, enc.path, enc.layer, 16, texts)
 
 
 def test_encoder_layer_out_of_range_fails_validation(tiny_gpt2):

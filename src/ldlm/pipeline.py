@@ -17,6 +17,7 @@ from torch import nn
 from ldlm.accel import compile_denoiser, sampling_autocast
 from ldlm.autoencoder import TextAutoencoder
 from ldlm.config import ConfigError, RunConfig, config_from_dict
+from ldlm.data.tokenize import tokenize_texts
 from ldlm.diffusion import build_denoiser, build_schedule, sample_latents
 from ldlm.diffusion.conditioning import guided_prediction
 from ldlm.encoders import FrozenEncoder
@@ -118,17 +119,20 @@ class LatentDiffusionLM(nn.Module):
     # ------------------------------------------------------------------ text <-> latents
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """texts -> input_ids, attention_mask: (B, L) padded/truncated to max_length (no special tokens when the
-        model was trained on packed chunks, which have none)."""
+        """texts -> input_ids, attention_mask: (B, L) padded/truncated to max_length as in training: the padded rows
+        of :func:`tokenize_texts`, or no special tokens when the model was trained on packed chunks (none there)."""
         if not texts:
             raise ValueError("no texts given")
+        if not self.cfg.data.packing:
+            tok = tokenize_texts(self.encoder.tokenizer, list(texts), self.max_length)
+            return tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
         enc = self.encoder.tokenizer(
             list(texts),
             padding="max_length",
             truncation=True,
             max_length=self.max_length,
             return_tensors="pt",
-            add_special_tokens=not self.cfg.data.packing,
+            add_special_tokens=False,
         )
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 

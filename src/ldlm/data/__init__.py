@@ -17,7 +17,7 @@ from ldlm.data.registry import (
     split_texts,
     subset_texts,
 )
-from ldlm.data.tokenize import TokenizedTexts, pack_texts, packed_tokens, tokenize_texts
+from ldlm.data.tokenize import TokenizedTexts, appended_end_token, pack_texts, packed_tokens, tokenize_texts
 
 __all__ = [
     "DatasetError",
@@ -26,6 +26,7 @@ __all__ = [
     "FeatureSet",
     "TokenDataset",
     "TokenizedTexts",
+    "appended_end_token",
     "build_features",
     "cache_key",
     "find_data_dir",

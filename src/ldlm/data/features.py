@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ldlm.data.tokenize import TokenizedTexts, packed_tokens, tokenize_texts
+from ldlm.data.tokenize import TokenizedTexts, appended_end_token, packed_tokens, tokenize_texts
 from ldlm.resources import CACHE_DIR
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ def cache_key(
     texts: Sequence[str],
     *,
     packing: bool = False,
+    end_token: int | None = None,
 ) -> str:
     """16 hex chars of sha256 over the encoder, layer, max_length, a fingerprint of the texts (and packing)."""
     text_hash = hashlib.sha256()
@@ -89,6 +90,8 @@ def cache_key(
     }
     if packing:  # only when set, so the keys of padded entries stay as they were
         payload["packing"] = True
+    if end_token is not None:  # padded rows of GPT-2/Llama tokenizers end in an appended EOS (since 2026-11-29)
+        payload["end_token"] = int(end_token)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -332,7 +335,8 @@ def build_features(
     if not texts:
         raise ValueError("build_features got no texts")
     cache_dir = Path(cache_dir) if cache_dir is not None else CACHE_DIR / "features"
-    key = cache_key(encoder.name, encoder.path, encoder.layer, max_length, texts, packing=packing)
+    end = None if packing else appended_end_token(encoder.tokenizer)
+    key = cache_key(encoder.name, encoder.path, encoder.layer, max_length, texts, packing=packing, end_token=end)
     final = cache_dir / key
     tokens = packed_tokens(encoder.tokenizer, texts, max_length) if packing else None
     shape_args = (key, len(tokens) if packing else len(texts), max_length, encoder.hidden_size)

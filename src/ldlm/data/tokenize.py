@@ -1,6 +1,8 @@
 """Tokenising texts into fixed-length padded rows (COSMOS) or packed chunks (MDLM protocol).
 
-Rows are always right-padded, so real tokens come first and ``attention_mask`` is a prefix of ones.
+Rows are always right-padded, so real tokens come first and ``attention_mask`` is a prefix of ones. Every
+padded row ends in a real end token (BERT's [SEP]; EOS appended for GPT-2/Llama tokenizers, which add none), so
+a decoder trained on the rows learns where a text ends.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TokenizedTexts", "pack_texts", "packed_tokens", "text_separator", "tokenize_texts"]
+__all__ = ["TokenizedTexts", "appended_end_token", "pack_texts", "packed_tokens", "text_separator", "tokenize_texts"]
 
 _BATCH = 4096  # texts per tokenizer call (bounds peak memory on large corpora)
 
@@ -35,30 +37,43 @@ def _pad_id(tokenizer) -> int:
     return 0  # masked out anyway
 
 
+def appended_end_token(tokenizer) -> int | None:
+    """The EOS id that padded rows get appended when the tokenizer ends a text with no end token of its own
+    (GPT-2, Llama: else the end of a text is never a trained position); ``None`` when it adds one ([SEP])."""
+    ends = {tokenizer.sep_token_id, tokenizer.eos_token_id} - {None}
+    probe = tokenizer("a", verbose=False)["input_ids"]
+    if not ends or (probe and probe[-1] in ends):
+        return None
+    return text_separator(tokenizer)
+
+
 def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> TokenizedTexts:
-    """Tokenise with the tokenizer's special tokens, truncate to and right-pad to ``max_length``.
+    """Tokenise with the tokenizer's special tokens (+ EOS, see :func:`appended_end_token`), truncate to and
+    right-pad to ``max_length``.
 
     Truncation is counted and reported in one warning rather than one per text.
     """
     if len(texts) == 0:
         raise ValueError("tokenize_texts got no texts")
-    num_special = tokenizer.num_special_tokens_to_add(pair=False)
+    end = appended_end_token(tokenizer)
+    num_special = tokenizer.num_special_tokens_to_add(pair=False) + (end is not None)
     if max_length < num_special + 1:
         raise ValueError(f"max_length={max_length} leaves no room for text next to {num_special} special tokens")
+    limit = max_length - (end is not None)  # the tokenizer's own rows; the appended EOS takes the last slot
     rows: list[list[int]] = []
     truncated: list[int] = []
     for start in range(0, len(texts), _BATCH):
         chunk = list(texts[start : start + _BATCH])
-        # one spare token: a row that fills it was longer than max_length
-        ids = tokenizer(chunk, truncation=True, max_length=max_length + 1, verbose=False)["input_ids"]
-        long = [i for i, row in enumerate(ids) if len(row) > max_length]
-        if long:  # re-tokenise those at max_length so special tokens ([SEP], ...) stay in place
-            redo = tokenizer([chunk[i] for i in long], truncation=True, max_length=max_length, verbose=False)
+        # one spare token: a row that fills it was longer than the limit
+        ids = tokenizer(chunk, truncation=True, max_length=limit + 1, verbose=False)["input_ids"]
+        long = [i for i, row in enumerate(ids) if len(row) > limit]
+        if long:  # re-tokenise those at the limit so special tokens ([SEP], ...) stay in place
+            redo = tokenizer([chunk[i] for i in long], truncation=True, max_length=limit, verbose=False)
             redo = redo["input_ids"]
             for i, row in zip(long, redo, strict=True):
                 ids[i] = row
             truncated.extend(start + i for i in long)
-        rows.extend(ids)
+        rows.extend(ids if end is None else [[*row, end] for row in ids])
     input_ids = torch.full((len(rows), max_length), _pad_id(tokenizer), dtype=torch.long)
     attention_mask = torch.zeros((len(rows), max_length), dtype=torch.long)
     for i, row in enumerate(rows):
