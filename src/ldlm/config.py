@@ -28,10 +28,13 @@ class ConfigError(ValueError):
 
 @dataclass
 class EncoderConfig:
-    """Frozen token encoder E_h (COSMOS: BERT-base, last layer; LDLM: GPT-2, layer -3)."""
+    """Token encoder E_h (COSMOS: frozen BERT-base, last layer; LDLM: frozen GPT-2, layer -3)."""
 
     name: str = "minilm-l6"  # short name (ldlm.resources), local path or hub id
     layer: int = -1
+    # frozen: hidden_states[layer] of the pretrained model `name`. trainable_embeddings: Emb_theta, token embeddings
+    # over `name`'s tokenizer learned from scratch in the LDLM joint stage (LDLM Table 1 token encoder, Table 2).
+    kind: str = "frozen"
     max_length: int = 64  # L: tokens per text including special tokens
     stats_texts: int = 2048  # texts used to estimate the per-feature mean/std of h
 
@@ -385,6 +388,21 @@ def validate(cfg: RunConfig) -> None:
         f"recipe={cfg.recipe!r} is unknown: use 'cosmos', 'ldlm' or 'seq2seq'",
     )
     _check(enc.max_length >= 4, f"encoder.max_length={enc.max_length} must be >= 4")
+    _check(
+        enc.kind in ("frozen", "trainable_embeddings"),
+        f"encoder.kind={enc.kind!r}: use frozen | trainable_embeddings",
+    )
+    if enc.kind == "trainable_embeddings":
+        _check(
+            cfg.recipe == "ldlm",
+            f"encoder.kind=trainable_embeddings trains E_h in the LDLM joint stage; recipe={cfg.recipe!r} reads "
+            "frozen features: use recipe=ldlm or encoder.kind=frozen",
+        )
+        _check(
+            cfg.joint.reconstruction == "ce",
+            f"joint.reconstruction={cfg.joint.reconstruction!r} regresses h_hat onto h (L_h), which a trainable E_h "
+            "can shrink to nothing: use joint.reconstruction=ce (LDLM Sec. 5.2 trains Emb_theta with CE)",
+        )
     _check(1 <= ae.num_latents, f"autoencoder.num_latents={ae.num_latents} must be >= 1")
     _check(ae.width % ae.heads == 0, f"autoencoder.width={ae.width} must be divisible by heads={ae.heads}")
     _check(diff.width % diff.heads == 0, f"diffusion.width={diff.width} must be divisible by heads={diff.heads}")

@@ -1,8 +1,10 @@
-"""Frozen token encoder ``E_h``: any Hugging Face ``AutoModel``, one chosen hidden layer, normalised.
+"""Token encoder ``E_h``, chosen by ``encoder.kind``: a frozen Hugging Face ``AutoModel`` (one hidden layer,
+normalised) or trainable token embeddings ``Emb_theta`` learned from scratch (LDLM Table 1 and Table 2 "Scratch emb").
 
 Both papers read ``h`` from a frozen pretrained transformer (COSMOS: BERT's last layer; LDLM: GPT-2's
-``hidden_states[-3]``) and normalise it per feature with data statistics. Because the encoder never
-trains, ``h`` is a pure function of the text and can be cached (see :mod:`ldlm.data.features`).
+``hidden_states[-3]``) and normalise it per feature with data statistics. Because that encoder never
+trains, ``h`` is a pure function of the text and can be cached (see :mod:`ldlm.data.features`); the trainable
+embeddings are never cached and train with the rest of the LDLM joint stage.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def check_encoder_config(cfg) -> None:
     path = resolve_model(enc.name)
     model_cfg = AutoConfig.from_pretrained(path)
     num_layers, hidden = model_cfg.num_hidden_layers, model_cfg.hidden_size
-    if not -(num_layers + 1) <= enc.layer <= num_layers:
+    if enc.kind == "frozen" and not -(num_layers + 1) <= enc.layer <= num_layers:
         raise ConfigError(
             f"encoder.layer={enc.layer} is out of range for encoder.name={enc.name!r} with {num_layers} layers: "
             f"use an index in [-{num_layers + 1}, {num_layers}] (e.g. -1 last, -3 third-to-last)"
@@ -66,7 +68,38 @@ def _drop_unused_layers(model: nn.Module, num_layers: int, keep: int) -> int:
     return keep
 
 
-class FrozenEncoder(nn.Module):
+class TokenEncoder(nn.Module):
+    """What every ``E_h`` shares: the tokenizer of ``name``, the hidden size ``D``, per-feature ``mean``/``std``
+    buffers and (de)normalisation. Subclasses implement ``forward(input_ids, attention_mask) -> h: (B, L, D)``."""
+
+    trainable: bool = False  # True: h carries gradient (never cached; trained by the LDLM joint stage)
+
+    def __init__(self, name: str, hidden_size: int):
+        super().__init__()
+        from transformers import AutoTokenizer
+
+        self.name = name
+        self.path = resolve_model(name)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        if self.tokenizer.pad_token_id is None:  # GPT-style tokenizers: pad with EOS (masked anyway)
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.hidden_size = hidden_size
+        self.register_buffer("mean", torch.zeros(hidden_size))
+        self.register_buffer("std", torch.ones(hidden_size))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    def normalize(self, h: torch.Tensor) -> torch.Tensor:
+        """Per-feature standardisation with the fitted statistics: (B, L, D) -> (B, L, D)."""
+        return (h - self.mean) / self.std
+
+    def denormalize(self, h: torch.Tensor) -> torch.Tensor:
+        return h * self.std + self.mean
+
+
+class FrozenEncoder(TokenEncoder):
     """Wraps a pretrained encoder; ``forward`` returns raw hidden states ``h: (B, L, D)`` of one layer.
 
     The per-feature ``mean``/``std`` buffers (estimated with :meth:`fit_stats`) are the only state that
@@ -74,13 +107,10 @@ class FrozenEncoder(nn.Module):
     """
 
     def __init__(self, name: str, layer: int = -1, *, dtype: torch.dtype = torch.float32):
-        super().__init__()
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
-        self.name = name
-        self.path = resolve_model(name)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        model = AutoModel.from_pretrained(self.path, dtype=dtype)
+        model = AutoModel.from_pretrained(resolve_model(name), dtype=dtype)
+        super().__init__(name, model.config.hidden_size)
         # Decoder-only models (GPT-2, Llama) load as their base model; keep only what yields hidden states.
         self.model = model.eval().requires_grad_(False)
         num_layers = model.config.num_hidden_layers
@@ -93,15 +123,6 @@ class FrozenEncoder(nn.Module):
         self.layer = layer  # as configured (cache keys and messages use it)
         self._index = layer % (num_layers + 1)  # the same entry counted from the embeddings
         self.kept_layers = _drop_unused_layers(model, num_layers, keep=min(self._index + 1, num_layers))
-        self.hidden_size: int = model.config.hidden_size
-        if self.tokenizer.pad_token_id is None:  # GPT-style tokenizers: pad with EOS (masked anyway)
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.register_buffer("mean", torch.zeros(self.hidden_size))
-        self.register_buffer("std", torch.ones(self.hidden_size))
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tokenizer)
 
     def train(self, mode: bool = True) -> FrozenEncoder:  # frozen: always eval (no dropout)
         super().train(False)
@@ -112,13 +133,6 @@ class FrozenEncoder(nn.Module):
         """input_ids, attention_mask: (B, L) -> raw hidden states h: (B, L, D) of ``self.layer``."""
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         return out.hidden_states[self._index].float()
-
-    def normalize(self, h: torch.Tensor) -> torch.Tensor:
-        """Per-feature standardisation with the fitted statistics: (B, L, D) -> (B, L, D)."""
-        return (h - self.mean) / self.std
-
-    def denormalize(self, h: torch.Tensor) -> torch.Tensor:
-        return h * self.std + self.mean
 
     @torch.no_grad()
     def fit_stats(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -140,3 +154,39 @@ class FrozenEncoder(nn.Module):
         var = (total_sq / count - mean**2).clamp_min(1e-8)
         self.mean.copy_(mean.float())
         self.std.copy_(var.sqrt().float())
+
+
+class TrainableEmbeddings(TokenEncoder):
+    """``Emb_theta``: token embeddings learned from scratch, ``h = Emb_theta(w): (B, L, D)`` (``encoder.kind=
+    trainable_embeddings``; LDLM Table 1's token-encoder row and Table 2's "Scratch emb"). Only the tokenizer and the
+    hidden size ``D`` of ``name`` are used. Initialised N(0, 1), the scale of normalised features, and never
+    normalised: data statistics of a moving encoder would be stale, so ``mean``/``std`` stay 0/1. The embedding
+    matrix is saved with the model (``encoder.embedding.weight``); the LDLM joint stage trains it."""
+
+    trainable = True
+
+    def __init__(self, name: str):
+        from transformers import AutoConfig
+
+        super().__init__(name, AutoConfig.from_pretrained(resolve_model(name)).hidden_size)
+        self.layer = None  # no pretrained layer is read
+        self.embedding = nn.Embedding(self.vocab_size, self.hidden_size)
+        nn.init.normal_(self.embedding.weight)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask: (B, L) -> h: (B, L, D), differentiable in the embedding matrix."""
+        return self.embedding(input_ids)
+
+    def fit_stats(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """No statistics for a trainable encoder (``batches`` is not read): h stays unnormalised."""
+
+
+# E_h by ``encoder.kind``
+ENCODER_KINDS = ("frozen", "trainable_embeddings")
+
+
+def build_encoder(cfg) -> TokenEncoder:
+    """The token encoder an :class:`~ldlm.config.EncoderConfig` names."""
+    if cfg.kind == "trainable_embeddings":
+        return TrainableEmbeddings(cfg.name)
+    return FrozenEncoder(cfg.name, cfg.layer)

@@ -20,7 +20,7 @@ from ldlm.config import ConfigError, RunConfig, config_from_dict
 from ldlm.data.tokenize import tokenize_texts
 from ldlm.diffusion import build_denoiser, build_schedule, sample_latents
 from ldlm.diffusion.conditioning import guided_prediction
-from ldlm.encoders import FrozenEncoder
+from ldlm.encoders import TokenEncoder, build_encoder
 from ldlm.io import WeightFileError, atomic_directory, atomic_write_json, load_safetensors, save_safetensors
 from ldlm.source_latents import encode_sources, num_source_latents
 
@@ -29,12 +29,12 @@ CONFIG_NAME = "config.json"
 
 
 class LatentDiffusionLM(nn.Module):
-    """Frozen encoder E_h + autoencoder (E_z, D_h, D_w) + latent denoiser, with normalisation statistics."""
+    """Token encoder E_h + autoencoder (E_z, D_h, D_w) + latent denoiser, with normalisation statistics."""
 
-    def __init__(self, cfg: RunConfig, encoder: FrozenEncoder | None = None):
+    def __init__(self, cfg: RunConfig, encoder: TokenEncoder | None = None):
         super().__init__()
         self.cfg = cfg
-        self.encoder = encoder or FrozenEncoder(cfg.encoder.name, cfg.encoder.layer)
+        self.encoder = encoder or build_encoder(cfg.encoder)
         self.max_length = cfg.encoder.max_length
         self.autoencoder = TextAutoencoder(
             cfg.autoencoder,
@@ -72,7 +72,8 @@ class LatentDiffusionLM(nn.Module):
     # ------------------------------------------------------------------ save / load
 
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
-        """Everything except the frozen encoder's pretrained weights (kept by name in the config)."""
+        """Everything except the frozen encoder's pretrained weights (kept by name in the config); trainable
+        embeddings (``encoder.embedding.weight``) are saved."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.model.")}
 
     def save_pretrained(self, path: str | Path) -> Path:

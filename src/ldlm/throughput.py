@@ -88,13 +88,13 @@ def _task_and_batches(run: StageRun, model: LatentDiffusionLM, cfg: RunConfig, r
 
 def _model(run: StageRun, encoders: dict) -> tuple[RunConfig, LatentDiffusionLM]:
     """The preset's config (feature cache as ``run`` asks) and a fresh model on a shared frozen encoder."""
-    from ldlm.encoders import FrozenEncoder
+    from ldlm.encoders import build_encoder
 
     overrides = [] if run.cached is None else [f"data.cache_features={str(run.cached).lower()}"]
     cfg = load_config(run.preset, overrides)
-    key = (cfg.encoder.name, cfg.encoder.layer)
+    key = (cfg.encoder.name, cfg.encoder.layer, cfg.encoder.kind)
     if key not in encoders:  # loaded once per bench, shared by the rows of a preset
-        encoders[key] = FrozenEncoder(*key)
+        encoders[key] = build_encoder(cfg.encoder)
     return cfg, LatentDiffusionLM(cfg, encoder=encoders[key])
 
 

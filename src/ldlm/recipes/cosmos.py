@@ -73,7 +73,7 @@ class FeatureSource:
 
     def __init__(self, model: LatentDiffusionLM, texts: list[str], cache: bool):
         self.cached: FeatureSet | None = None
-        if cache:
+        if cache and not model.encoder.trainable:  # a trainable E_h's h changes every step: never cached
             self.cached = build_features(model.encoder, texts, model.max_length)
             self.ids, self.mask = self.cached.input_ids, self.cached.attention_mask
         else:
@@ -98,10 +98,15 @@ class FeatureSource:
         return infinite_batches(len(self), batch_size, self.batch, seed)
 
 
-def normalized_features(model: LatentDiffusionLM, batch: dict, device: torch.device) -> tuple:
-    """(ids, mask, h) on ``device`` with h normalised and zeroed at padding; runs E_h if h is not cached."""
+def normalized_features(model: LatentDiffusionLM, batch: dict, device: torch.device, *, grad: bool = False) -> tuple:
+    """(ids, mask, h) on ``device`` with h normalised and zeroed at padding; runs E_h if h is not cached.
+    ``grad``: h keeps its graph to a trainable E_h (the LDLM joint stage only); otherwise h is a constant."""
     ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-    raw = batch["h"].to(device) if "h" in batch else model.encoder(ids, mask)  # no cache: run E_h now
+    if "h" in batch:
+        raw = batch["h"].to(device)
+    else:  # no cache: run E_h now
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            raw = model.encoder(ids, mask)
     return ids, mask, model.encoder.normalize(raw) * mask.unsqueeze(-1)
 
 

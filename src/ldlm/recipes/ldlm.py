@@ -10,6 +10,7 @@ With ``autoencoder.latent_encoder=identity`` (TEncDM-like) z0 = h, there is no E
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -49,6 +50,7 @@ class PackedFeatureSource(FeatureSource):
 
     def __init__(self, model: LatentDiffusionLM, texts: list[str], cache: bool):
         encoder, length = model.encoder, model.max_length
+        cache = cache and not encoder.trainable  # a trainable E_h's h changes every step: never cached
         self.cached = build_features(encoder, texts, length, packing=True) if cache else None
         rows = self.cached if cache else packed_tokens(encoder.tokenizer, texts, length)
         self.ids, self.mask = rows.input_ids, rows.attention_mask
@@ -123,7 +125,9 @@ class JointTask(nn.Module):
         self.hidden_weight = hidden_loss_weight(cfg, model)
         self.timesteps = timestep_sampler_for(cfg.diffusion)  # a submodule (state in checkpoints) when adaptive
         # a plain function (not the module) so that EMA's deepcopy does not copy the frozen encoder
-        self.features = lambda batch, device: normalized_features(model, batch, device)
+        self.features = lambda batch, device: normalized_features(model, batch, device, grad=True)
+        if model.encoder.trainable:  # Emb_theta: a submodule, so it is optimised, averaged and checkpointed
+            self.token_encoder = model.encoder
         self.generator = torch.Generator().manual_seed(seed)
         if cfg.joint.skip_token_decoder:  # App. B.2: D_w is trained afterwards, not here
             self.autoencoder.token_blocks.requires_grad_(False)
@@ -207,6 +211,18 @@ def joint_validation(
     return {**rec, "diffusion_loss": diff, "latent_std": z0.std(0).mean().item()}
 
 
+@contextlib.contextmanager
+def encoder_swapped(model: LatentDiffusionLM, encoder: nn.Module | None):
+    """Within the block ``model`` reads h through ``encoder`` (e.g. the EMA copy of a trainable E_h); None: as is."""
+    live = model.encoder
+    if encoder is not None:
+        model.encoder = encoder
+    try:
+        yield
+    finally:
+        model.encoder = live
+
+
 def train_joint(
     model: LatentDiffusionLM,
     train: FeatureSource,
@@ -222,7 +238,11 @@ def train_joint(
     trainer = Trainer(task, tc, log_dir=run_dir / "joint", name="joint", progress=progress)
     model.to(trainer.device)
     tokens = not cfg.joint.skip_token_decoder
-    eval_fn = lambda ema: joint_validation(model, ema.autoencoder, ema.denoiser, valid, tokens=tokens)
+
+    def eval_fn(ema: JointTask) -> dict[str, float]:
+        with encoder_swapped(model, getattr(ema, "token_encoder", None)):  # a trainable E_h: the EMA's
+            return joint_validation(model, ema.autoencoder, ema.denoiser, valid, tokens=tokens)
+
     trainer.fit(train.batches(tc.batch_size, cfg.seed), eval_fn)
     model.eval()
     return {"joint_minutes": (time.perf_counter() - start) / 60}
