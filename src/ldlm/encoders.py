@@ -181,12 +181,8 @@ class TrainableEmbeddings(TokenEncoder):
         """No statistics for a trainable encoder (``batches`` is not read): h stays unnormalised."""
 
 
-# E_h by ``encoder.kind``
-ENCODER_KINDS = ("frozen", "trainable_embeddings")
-
-
 def build_encoder(cfg) -> TokenEncoder:
-    """The token encoder an :class:`~ldlm.config.EncoderConfig` names."""
+    """The E_h an :class:`~ldlm.config.EncoderConfig` names by ``kind`` (frozen | trainable_embeddings)."""
     if cfg.kind == "trainable_embeddings":
         return TrainableEmbeddings(cfg.name)
     return FrozenEncoder(cfg.name, cfg.layer)
