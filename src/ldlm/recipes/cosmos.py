@@ -73,12 +73,17 @@ class FeatureSource:
 
     def __init__(self, model: LatentDiffusionLM, texts: list[str], cache: bool):
         self.cached: FeatureSet | None = None
-        if cache and not model.encoder.trainable:  # a trainable E_h's h changes every step: never cached
+        if self.cacheable(model, cache):
             self.cached = build_features(model.encoder, texts, model.max_length)
             self.ids, self.mask = self.cached.input_ids, self.cached.attention_mask
         else:
             tok = tokenize_texts(model.encoder.tokenizer, texts, model.max_length)
             self.ids, self.mask = tok.input_ids, tok.attention_mask
+
+    @staticmethod
+    def cacheable(model: LatentDiffusionLM, cache: bool) -> bool:
+        """Whether h may be cached: asked for, and E_h frozen (a trainable E_h's h changes every step)."""
+        return cache and not model.encoder.trainable
 
     def __len__(self) -> int:
         return self.ids.shape[0]

@@ -50,7 +50,7 @@ class PackedFeatureSource(FeatureSource):
 
     def __init__(self, model: LatentDiffusionLM, texts: list[str], cache: bool):
         encoder, length = model.encoder, model.max_length
-        cache = cache and not encoder.trainable  # a trainable E_h's h changes every step: never cached
+        cache = self.cacheable(model, cache)
         self.cached = build_features(encoder, texts, length, packing=True) if cache else None
         rows = self.cached if cache else packed_tokens(encoder.tokenizer, texts, length)
         self.ids, self.mask = rows.input_ids, rows.attention_mask
