@@ -12,6 +12,7 @@ import torch
 from ldlm.data import (
     DatasetError,
     appended_end_token,
+    decode_text,
     find_data_dir,
     list_datasets,
     load_texts,
@@ -236,6 +237,24 @@ def test_padded_rows_of_a_causal_tokenizer_end_in_a_real_eos(name):
     assert lengths == [len(plain) + 1, 12] and tok.num_truncated == 1
     assert tok.input_ids[0, : len(plain)].tolist() == plain and tok.input_ids[0, len(plain)] == eos
     assert tok.input_ids[1, 11] == eos  # a truncated row keeps its end token, like BERT's [SEP]
+
+
+def test_decode_text_cleans_wordpiece_spaces_and_keeps_bpe_spaces(tokenizer, monkeypatch):
+    """WordPiece detokenises "hello , world ." and needs the cleanup; byte-level BPE keeps its spaces exactly,
+    so cleanup is not requested there (transformers would ignore it with a warning on every run)."""
+    from transformers import AutoTokenizer
+
+    from ldlm.resources import resolve_model
+
+    ids = tokenizer("hello, world. it's fine!", add_special_tokens=True)["input_ids"]
+    assert decode_text(tokenizer, ids) == "hello, world. it's fine!"
+    bpe = AutoTokenizer.from_pretrained(resolve_model("gpt2-tokenizer"))
+    text = "Hello , world . It 's fine !"
+    calls = []
+    original = bpe.decode
+    monkeypatch.setattr(bpe, "decode", lambda i, **kw: calls.append(kw) or original(i, **kw))
+    assert decode_text(bpe, bpe(text)["input_ids"] + [bpe.eos_token_id]) == text
+    assert calls == [{"skip_special_tokens": True, "clean_up_tokenization_spaces": False}]
 
 
 def test_a_tokenizer_with_its_own_end_token_gets_none_appended(tokenizer):

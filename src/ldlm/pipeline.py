@@ -17,7 +17,7 @@ from torch import nn
 from ldlm.accel import compile_denoiser, sampling_autocast
 from ldlm.autoencoder import TextAutoencoder
 from ldlm.config import ConfigError, RunConfig, config_from_dict
-from ldlm.data.tokenize import tokenize_texts
+from ldlm.data.tokenize import decode_text, tokenize_texts
 from ldlm.diffusion import build_denoiser, build_schedule, sample_latents
 from ldlm.diffusion.conditioning import guided_prediction
 from ldlm.encoders import TokenEncoder, build_encoder
@@ -183,7 +183,7 @@ class LatentDiffusionLM(nn.Module):
                 segments.append(current)
             else:
                 segments = [row[: next((i for i, t in enumerate(row) if t in stops), len(row))]]
-            decoded = (tok.decode(s, skip_special_tokens=True, clean_up_tokenization_spaces=True) for s in segments)
+            decoded = (decode_text(tok, s) for s in segments)
             texts.append(" ".join(" ".join(d.split()) for d in decoded if d.strip()))
         return texts
 

@@ -17,7 +17,14 @@ from ldlm.data.registry import (
     split_texts,
     subset_texts,
 )
-from ldlm.data.tokenize import TokenizedTexts, appended_end_token, pack_texts, packed_tokens, tokenize_texts
+from ldlm.data.tokenize import (
+    TokenizedTexts,
+    appended_end_token,
+    decode_text,
+    pack_texts,
+    packed_tokens,
+    tokenize_texts,
+)
 
 __all__ = [
     "DatasetError",
@@ -29,6 +36,7 @@ __all__ = [
     "appended_end_token",
     "build_features",
     "cache_key",
+    "decode_text",
     "find_data_dir",
     "list_datasets",
     "load_texts",

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TokenizedTexts", "appended_end_token", "pack_texts", "packed_tokens", "text_separator", "tokenize_texts"]
+__all__ = [
+    "TokenizedTexts",
+    "appended_end_token",
+    "decode_text",
+    "pack_texts",
+    "packed_tokens",
+    "text_separator",
+    "tokenize_texts",
+]
 
 _BATCH = 4096  # texts per tokenizer call (bounds peak memory on large corpora)
 
@@ -86,6 +94,18 @@ def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> Tokenize
             stacklevel=2,
         )
     return TokenizedTexts(input_ids, attention_mask, len(truncated))
+
+
+def decode_text(tokenizer, ids: Sequence[int]) -> str:
+    """Token ids -> text without specials; WordPiece's " ," -> "," space cleanup only where it is meant to run.
+
+    The cleanup exists for WordPiece (BERT) detokenisation; on byte-level BPE (GPT-2, SmolLM2) it would strip
+    real spaces before punctuation, so transformers ignores it there with a warning. We ask for it only on
+    WordPiece tokenizers.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    wordpiece = backend is not None and type(backend.model).__name__ == "WordPiece"
+    return tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=wordpiece)
 
 
 def text_separator(tokenizer) -> int:
