@@ -15,7 +15,8 @@ from ldlm import cli
 from ldlm.ablation import load_spec
 from ldlm.ablation.run import read_result
 from ldlm.ablation.spec import ABLATION_DIR, AblationSpecError
-from ldlm.ablation.table import ordering_agreement
+from ldlm.ablation.table import markdown_table, ordering_agreement
+from ldlm.evaluation.suite import summarize
 from ldlm.recipes import RECIPES
 
 STAGES = ("autoencoder_train", "diffusion_train")
@@ -159,6 +160,23 @@ def test_training_log_keeps_logged_curves_and_means_use_the_steps_every_seed_log
     assert curves["joint/val_acc"]["all losses"] == {"step": [100], "mean": [0.2], "seeds": 1}
 
 
+def test_reaggregating_without_run_dirs_keeps_the_earlier_curves_of_rows_with_the_same_seeds():
+    """Old per-run JSONs read their training log from run directories, which a fresh checkout lacks: the table's
+    curves must survive a re-aggregation there, but not when the row's seeds changed (they would be stale)."""
+    from ldlm.ablation.training import keep_earlier_curves
+
+    old_curve = {"step": [50], "mean": [0.4], "seeds": 2}
+    previous = {
+        "rows": [{"label": "A", "seeds": [0, 1]}, {"label": "B", "seeds": [0]}, {"label": "C", "seeds": [0]}],
+        "training_curves": {"joint/diff": {"A": old_curve, "B": old_curve, "C": old_curve}},
+    }
+    new_a = {"step": [50], "mean": [0.3], "seeds": 2}
+    rows = [{"label": "A", "seeds": [0, 1]}, {"label": "B", "seeds": [0]}, {"label": "C", "seeds": [0, 1]}]
+    kept = keep_earlier_curves({"joint/diff": {"A": new_a}}, previous, rows)
+    assert kept == {"joint/diff": {"A": new_a, "B": old_curve}}  # A: recomputed wins; C: seeds changed, dropped
+    assert keep_earlier_curves({}, {}, rows) == {}
+
+
 def test_row_figure_shows_measured_rows_in_table_units_beside_the_papers(monkeypatch, tmp_path):
     from ldlm.ablation.curves import plot_row_figures
     from ldlm.evaluation.suite import summarize
@@ -298,8 +316,46 @@ def test_a_result_from_another_spec_is_stale(tmp_path):
 
 
 def test_ordering_agreement_counts_pairs_ordered_as_in_the_paper():
-    assert ordering_agreement([1.0, 2.0, 3.0], [10.0, 30.0, 20.0]) == {"agree": 2, "pairs": 3}
-    assert ordering_agreement([1.0, None, 3.0], [10.0, 5.0, None]) == {"agree": 0, "pairs": 0}
+    one = [summarize([v]) for v in (1.0, 2.0, 3.0)]
+    assert ordering_agreement(one, [10.0, 30.0, 20.0]) == {
+        "agree": 2,
+        "pairs": 3,
+        "resolved_agree": 0,
+        "resolved_pairs": 0,
+        "alpha": 0.05,
+    }  # one seed per row: no pair is resolved
+    missing = [summarize([1.0]), summarize([None]), summarize([3.0])]
+    assert ordering_agreement(missing, [10.0, 5.0, None])["pairs"] == 0
+
+
+def test_ordering_agreement_resolves_only_pairs_that_seeds_separate():
+    """Rows a < b < c by mean. a and c are far apart over tight seeds (Welch p << 0.05); b overlaps both."""
+    rows = [summarize([1.0, 1.1, 0.9]), summarize([2.0, 0.5, 3.5]), summarize([3.0, 3.1, 2.9])]
+    from scipy.stats import ttest_ind
+
+    assert ttest_ind([1.0, 1.1, 0.9], [3.0, 3.1, 2.9], equal_var=False).pvalue < 0.001
+    assert ttest_ind([1.0, 1.1, 0.9], [2.0, 0.5, 3.5], equal_var=False).pvalue > 0.05
+    agreed = ordering_agreement(rows, [10.0, 20.0, 30.0])
+    assert agreed == {"agree": 3, "pairs": 3, "resolved_agree": 1, "resolved_pairs": 1, "alpha": 0.05}
+    reversed_paper = ordering_agreement(rows, [30.0, 20.0, 10.0])
+    assert reversed_paper["agree"] == 0 and (reversed_paper["resolved_agree"], reversed_paper["resolved_pairs"]) == (
+        0,
+        1,
+    )
+    identical = [summarize([1.0, 1.0]), summarize([2.0, 2.0])]  # deterministic reruns: no spread, no test
+    assert ordering_agreement(identical, [1.0, 2.0])["resolved_pairs"] == 0
+
+
+def test_markdown_states_the_resolved_pairs_only_when_there_are_some(table):
+    _, _, agg = table
+    label = agg["labels"]["mauve"]
+    order = {"agree": 2, "pairs": 3, "resolved_agree": 1, "resolved_pairs": 1, "alpha": 0.05}
+    text = markdown_table({**agg, "ordering_vs_paper": {"mauve": order}}, "t.json")
+    assert f"ordered as in the paper: {label} 2/3." in text
+    welch = "differ at p < 0.05 (Welch's t-test over training seeds, uncorrected for multiple pairs)"
+    assert f"{welch}, ordered as in the paper: {label} 1/1." in text
+    unresolved = markdown_table({**agg, "ordering_vs_paper": {"mauve": {**order, "resolved_pairs": 0}}}, "t.json")
+    assert f"{label} 2/3." in unresolved and "Welch" not in unresolved
 
 
 @pytest.mark.parametrize("table_name", sorted(p.stem for p in ABLATION_DIR.glob("*.yaml")))

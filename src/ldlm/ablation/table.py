@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import json
 import re
 from pathlib import Path
 
 from ldlm.ablation.curves import mean_probe_curves
 from ldlm.ablation.run import plan_runs, read_result, run_key, train_command
 from ldlm.ablation.spec import METRICS, AblationSpec, Row
-from ldlm.ablation.training import mean_training_curves
+from ldlm.ablation.training import keep_earlier_curves, mean_training_curves
 from ldlm.evaluation.suite import summarize
 from ldlm.io import atomic_write_text
 
@@ -34,12 +35,34 @@ def _row_results(spec: AblationSpec, row: Row, out_dir: Path) -> list[tuple[Path
     return sorted(found, key=lambda pr: pr[1]["seed"])
 
 
-def ordering_agreement(ours: list[float | None], paper: list[float | None]) -> dict:
-    """How many pairs of rows (with both figures, paper values distinct) are ordered as in the paper."""
-    both = [(o, p) for o, p in zip(ours, paper, strict=True) if o is not None and p is not None]
+def _welch_p(a: dict, b: dict) -> float | None:
+    """Two-sided p-value of Welch's t-test on two rows' seed figures (``summarize`` dicts); None below 2 seeds
+    each or when both rows have no spread (identical reruns)."""
+    from scipy.stats import ttest_ind_from_stats
+
+    if a["n"] < 2 or b["n"] < 2 or a["std"] == b["std"] == 0:
+        return None
+    return float(ttest_ind_from_stats(a["mean"], a["std"], a["n"], b["mean"], b["std"], b["n"], equal_var=False).pvalue)
+
+
+def ordering_agreement(ours: list[dict], paper: list[float | None], alpha: float = 0.05) -> dict:
+    """How many pairs of rows (ours measured, paper values distinct) are ordered as in the paper; and the same
+    count over the pairs whose seed figures differ at p < ``alpha`` (Welch's t-test), the pairs that seeds resolve.
+
+    ``ours``: per row ``{mean, std, n}`` over training seeds (:func:`ldlm.evaluation.suite.summarize`).
+    """
+    both = [(o, p) for o, p in zip(ours, paper, strict=True) if o["mean"] is not None and p is not None]
     pairs = [(a, b) for a, b in itertools.combinations(both, 2) if a[1] != b[1]]
-    agree = sum((a[0] - b[0]) * (a[1] - b[1]) > 0 for a, b in pairs)
-    return {"agree": agree, "pairs": len(pairs)}
+    agrees = [(a[0]["mean"] - b[0]["mean"]) * (a[1] - b[1]) > 0 for a, b in pairs]
+    p_values = [_welch_p(a[0], b[0]) for a, b in pairs]
+    resolved = [agree for agree, p in zip(agrees, p_values, strict=True) if p is not None and p < alpha]
+    return {
+        "agree": sum(agrees),
+        "pairs": len(pairs),
+        "resolved_agree": sum(resolved),
+        "resolved_pairs": len(resolved),
+        "alpha": alpha,
+    }
 
 
 def aggregate(spec: AblationSpec, *, table: str, out_dir: Path, runs_dir: Path, seeds: list[int], command: str) -> dict:
@@ -74,7 +97,7 @@ def aggregate(spec: AblationSpec, *, table: str, out_dir: Path, runs_dir: Path, 
             }
         )
     ordering = {
-        m: ordering_agreement([r["ours"][m]["mean"] for r in rows], [r["paper"][m] for r in rows]) for m in spec.metrics
+        m: ordering_agreement([r["ours"][m] for r in rows], [r["paper"][m] for r in rows]) for m in spec.metrics
     }
     return {
         "table": spec.name,
@@ -97,9 +120,17 @@ def aggregate(spec: AblationSpec, *, table: str, out_dir: Path, runs_dir: Path, 
         "paper_reference": spec.paper_reference,
         "ordering_vs_paper": ordering,
         "probe_curves": mean_probe_curves(spec, by_row),
-        "training_curves": mean_training_curves(spec, by_row),
+        "training_curves": keep_earlier_curves(mean_training_curves(spec, by_row), _previous(out_dir, spec), rows),
         "written": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+
+
+def _previous(out_dir: Path, spec: AblationSpec) -> dict:
+    """The table's last aggregate (``OUT_DIR/TABLE.json``), ``{}`` when missing or unreadable."""
+    try:
+        return json.loads(Path(out_dir, f"{spec.name}.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _digits(value: float) -> int:
@@ -175,8 +206,12 @@ def _protocol_lines(agg: dict) -> list[str]:
     else:
         sampling = f"{ev['steps']} sampling steps" if ev["steps"] else "the preset's sampler and steps"
     scaled = "; ours " + ", ".join(f"{m} ×{s:g}" for m, s in agg["scale"].items()) if agg["scale"] else ""
-    agreement = ", ".join(
-        f"{agg['labels'][m]} {o['agree']}/{o['pairs']}" for m, o in agg["ordering_vs_paper"].items() if o["pairs"]
+    orders = {m: o for m, o in agg["ordering_vs_paper"].items() if o["pairs"]}
+    agreement = ", ".join(f"{agg['labels'][m]} {o['agree']}/{o['pairs']}" for m, o in orders.items())
+    resolved = ", ".join(
+        f"{agg['labels'][m]} {o['resolved_agree']}/{o['resolved_pairs']}"
+        for m, o in orders.items()
+        if o.get("resolved_pairs")
     )
     lines = [
         f"Cells: ours as mean ± std over training seeds (paper's number in parentheses{scaled}); each run is "
@@ -187,6 +222,13 @@ def _protocol_lines(agg: dict) -> list[str]:
     ]
     if agreement:
         lines.append(f"Pairs of rows ordered as in the paper: {agreement}.")
+    if resolved:
+        alpha = next(iter(orders.values())).get("alpha", 0.05)
+        lines.append(
+            f"Of the pairs whose seed figures differ at p < {alpha:g} (Welch's t-test over training seeds, "
+            f"uncorrected for multiple pairs), ordered as in the paper: {resolved}. The other pairs are within seed "
+            "noise."
+        )
     if any(hw != "cpu" for row in agg["rows"] for hw in row.get("hardware", {}).values()):
         lines.append(
             "Runs on a GPU trained with `ldlm ablate --generate-only` (bf16 autocast, the presets' `auto`) and were "

@@ -11,7 +11,14 @@ from pathlib import Path
 
 from ldlm.ablation.spec import AblationSpec
 
-__all__ = ["TRAINING_CURVES", "mean_training_curves", "plot_training_curves", "run_training_log", "training_log"]
+__all__ = [
+    "TRAINING_CURVES",
+    "keep_earlier_curves",
+    "mean_training_curves",
+    "plot_training_curves",
+    "run_training_log",
+    "training_log",
+]
 
 # "stage/key" of a run's STAGE/metrics.jsonl -> (panel title, y label, log y). Train keys are means over the
 # logging window; val_* keys are the EMA weights on held-out rows every eval_every steps.
@@ -62,6 +69,23 @@ def mean_training_curves(spec: AblationSpec, results: dict[str, list[dict]]) -> 
             steps = sorted(set.intersection(*(set(s) for s in series)))
             mean = [statistics.fmean(s[step] for s in series) for step in steps]
             out.setdefault(name, {})[row.title] = {"step": steps, "mean": mean, "seeds": len(series)}
+    return out
+
+
+def keep_earlier_curves(curves: dict, previous: dict, rows: list[dict]) -> dict:
+    """``curves`` plus the previous aggregate's curves of rows that now have none but the same seeds.
+
+    Runs measured before per-run JSONs carried their training log are read from their run directories; in a
+    fresh checkout those are gone, and re-aggregating must not erase the table's curves. ``previous``: the
+    last ``TABLE.json`` (``{}`` if none); ``rows``: the new aggregate's rows (``label``, ``seeds``).
+    """
+    earlier_seeds = {row["label"]: row.get("seeds") for row in previous.get("rows", [])}
+    seeds = {row["label"]: row["seeds"] for row in rows}
+    out = {name: dict(by_label) for name, by_label in curves.items()}
+    for name, by_label in previous.get("training_curves", {}).items():
+        for label, curve in by_label.items():
+            if label not in out.get(name, {}) and seeds.get(label) and earlier_seeds.get(label) == seeds[label]:
+                out.setdefault(name, {})[label] = curve
     return out
 
 
