@@ -38,6 +38,14 @@ def atomic_write_json(path: str | Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def read_json(path: str | Path):
+    """A JSON file's content, or None when it is missing or unreadable (for resumable bookkeeping files)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def save_safetensors(state: dict[str, torch.Tensor], path: str | Path) -> None:
     """Save a state dict as safetensors via a temporary name (tensors made contiguous, CPU)."""
     from safetensors.torch import save_file

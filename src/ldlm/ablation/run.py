@@ -18,7 +18,7 @@ from pathlib import Path
 from ldlm.ablation.spec import METRICS, AblationSpec, Row, shared_row
 from ldlm.ablation.training import training_log
 from ldlm.config import RunConfig, load_config
-from ldlm.io import atomic_write_json
+from ldlm.io import atomic_write_json, read_json
 
 __all__ = [
     "PlannedRun",
@@ -130,18 +130,8 @@ def run_key(spec: AblationSpec, row: Row) -> dict:
 
 def read_result(path: Path, key: dict) -> dict | None:
     """A per-run JSON that matches ``key``, else None (missing, unreadable or from another spec)."""
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return result if result.get("key") == key else None
-
-
-def _saved_config(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
+    result = read_json(path)
+    return result if isinstance(result, dict) and result.get("key") == key else None
 
 
 def trained_model(cfg: RunConfig, *, progress: bool):
@@ -150,7 +140,7 @@ def trained_model(cfg: RunConfig, *, progress: bool):
     from ldlm.pipeline import LatentDiffusionLM
     from ldlm.recipes import RECIPES
 
-    same = _saved_config(cfg.run_dir) == json.loads(json.dumps(cfg.to_dict()))
+    same = read_json(cfg.run_dir / "config.json") == json.loads(json.dumps(cfg.to_dict()))
     summary_file = cfg.run_dir / "summary.json"
     if same and summary_file.is_file() and (cfg.run_dir / "model").is_dir():
         return LatentDiffusionLM.from_pretrained(cfg.run_dir), json.loads(summary_file.read_text()), False

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import itertools
-import json
 import re
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from ldlm.ablation.run import plan_runs, read_result, run_key, train_command
 from ldlm.ablation.spec import METRICS, AblationSpec, Row
 from ldlm.ablation.training import keep_earlier_curves, mean_training_curves
 from ldlm.evaluation.suite import summarize
-from ldlm.io import atomic_write_text
+from ldlm.io import atomic_write_text, read_json
 
 __all__ = ["aggregate", "markdown_table", "ordering_agreement", "write_markdown_block"]
 
@@ -127,10 +126,7 @@ def aggregate(spec: AblationSpec, *, table: str, out_dir: Path, runs_dir: Path, 
 
 def _previous(out_dir: Path, spec: AblationSpec) -> dict:
     """The table's last aggregate (``OUT_DIR/TABLE.json``), ``{}`` when missing or unreadable."""
-    try:
-        return json.loads(Path(out_dir, f"{spec.name}.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    return read_json(Path(out_dir, f"{spec.name}.json")) or {}
 
 
 def _digits(value: float) -> int:
