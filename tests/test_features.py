@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 import shutil
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -117,6 +119,35 @@ def test_concurrent_creator_wins_race(encoder, tmp_path, monkeypatch):
     fs = build_features(encoder, TEXTS[:2], MAX_LENGTH, cache_dir=tmp_path / "mine", progress=False)
     assert fs.path == tmp_path / "mine" / other.key
     assert [p.name for p in (tmp_path / "mine").iterdir()] == [other.key]
+
+
+def test_concurrent_builders_encode_once(encoder, tmp_path, monkeypatch):
+    """Two builders of one entry: the second waits on the build lock and reuses the entry (one encoding)."""
+    real_write = features_mod._write_entry
+    started, writes = threading.Event(), []
+
+    def slow_write(*args, **kwargs):
+        writes.append(1)
+        started.set()
+        time.sleep(0.5)  # long enough for the second builder to reach the lock
+        real_write(*args, **kwargs)
+
+    monkeypatch.setattr(features_mod, "_write_entry", slow_write)
+    results = {}
+
+    def build(name):
+        results[name] = build_features(encoder, TEXTS[:2], MAX_LENGTH, cache_dir=tmp_path, progress=False)
+
+    first = threading.Thread(target=build, args=("first",))
+    first.start()
+    assert started.wait(30)
+    second = threading.Thread(target=build, args=("second",))
+    second.start()
+    first.join()
+    second.join()
+    assert len(writes) == 1
+    assert results["first"].path == results["second"].path
+    assert np.array_equal(np.asarray(results["first"].features), np.asarray(results["second"].features))
 
 
 def test_datasets_and_pickling(encoder, tmp_path):

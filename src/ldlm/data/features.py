@@ -8,11 +8,13 @@ Layout of one entry ``<cache_dir>/<key>/``: ``features-00000.npy``, ``features-0
 file system and a memory map handle well), ``input_ids.npy`` and ``attention_mask.npy`` (n, L) int64, and
 ``meta.json``, written last, which lists the shards (entries of format 1 without a list hold one
 ``features.npy``). Entries are built in a temporary directory and renamed into place, so readers never see a
-half-written entry.
+half-written entry; a builder holds ``<cache_dir>/.lock-<key>`` meanwhile, so a second process asking for the
+same entry waits for it instead of encoding the same texts again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -340,22 +342,73 @@ def build_features(
     final = cache_dir / key
     tokens = packed_tokens(encoder.tokenizer, texts, max_length) if packing else None
     shape_args = (key, len(tokens) if packing else len(texts), max_length, encoder.hidden_size)
-    if final.exists():
-        try:
-            fs = _open_entry(final, *shape_args)
-            logger.info("feature cache hit: %s (%d texts)", final, len(fs))
-            return fs
-        except _CorruptEntry as e:
-            warnings.warn(f"feature cache entry {final} is incomplete or corrupt ({e}): rebuilding it", stacklevel=2)
-            _remove_dir(final)
-
+    fs = _complete_entry(final, shape_args)
+    if fs is not None:
+        return fs
     cache_dir.mkdir(parents=True, exist_ok=True)
+    with _build_lock(cache_dir, key):
+        fs = _complete_entry(final, shape_args)  # built by another process while this one waited
+        if fs is not None:
+            return fs
+        tokens = tokens if packing else tokenize_texts(encoder.tokenizer, texts, max_length)
+        return _build_entry(encoder, tokens, final, shape_args, batch_size, progress, shard_bytes)
+
+
+def _complete_entry(final: Path, shape_args: tuple) -> FeatureSet | None:
+    """The cache entry at ``final`` when it exists and is complete; a corrupt one is removed (with a warning)."""
+    if not final.exists():
+        return None
+    try:
+        fs = _open_entry(final, *shape_args)
+    except _CorruptEntry as e:
+        warnings.warn(f"feature cache entry {final} is incomplete or corrupt ({e}): rebuilding it", stacklevel=3)
+        _remove_dir(final)
+        return None
+    logger.info("feature cache hit: %s (%d texts)", final, len(fs))
+    return fs
+
+
+@contextlib.contextmanager
+def _build_lock(cache_dir: Path, key: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``.lock-<key>`` while building that entry, so a concurrent process waits and
+    reuses the entry instead of encoding the same texts again (POSIX ``flock``; released if the holder dies)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): concurrent builders still end correct via the rename race below
+        yield
+        return
+    lock = cache_dir / f".lock-{key}"
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("another process is building feature cache entry %s; waiting for it", key)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            # Removed before release: a waiter then finds the finished entry; a newcomer that races a failed
+            # build may build concurrently, which the rename in _build_entry still resolves correctly.
+            lock.unlink(missing_ok=True)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build_entry(
+    encoder: FrozenEncoder,
+    tokens: TokenizedTexts,
+    final: Path,
+    shape_args: tuple,
+    batch_size: int,
+    progress: bool,
+    shard_bytes: int,
+) -> FeatureSet:
+    """Encode ``tokens`` into a temporary directory beside ``final``, then rename it into place."""
+    cache_dir, (key, num_rows, max_length, _) = final.parent, shape_args
     _clean_stale(cache_dir)
-    tokens = tokens if packing else tokenize_texts(encoder.tokenizer, texts, max_length)
     tmp = cache_dir / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        logger.info("computing features of %d texts into %s", len(texts), final)
+        logger.info("computing features of %d rows into %s", num_rows, final)
         _write_entry(tmp, encoder, tokens, key, max_length, batch_size, progress, shard_bytes=shard_bytes)
         try:
             os.rename(tmp, final)
