@@ -385,7 +385,8 @@ def _shared_spec(root: Path, monkeypatch, **changes) -> Path:
     """A second table whose one row is tiny_table's `base` row (`same_as`), both found by name in ``root``."""
     monkeypatch.setattr("ldlm.ablation.spec.ABLATION_DIR", root)
     shared = {"name": "shared", "same_as": "tiny_table/base", "paper": {"mauve": 0.4}}
-    spec = {**SPEC, "name": "tiny_shared", "metrics": ["judge_ppl", "mauve", "mismatch"], "paper_reference": {}}
+    metrics = ["judge_ppl", "mauve", "mismatch", "heldout_head_accuracy_true_h"]  # the last: not in tiny_table
+    spec = {**SPEC, "name": "tiny_shared", "metrics": metrics, "paper_reference": {}}
     spec["rows"] = [{**shared, **changes}]
     path = root / "tiny_shared.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -400,7 +401,11 @@ def test_a_same_as_row_takes_the_other_tables_runs_without_training(table, no_tr
     for seed in (0, 1):
         source = json.loads((root / "results" / "tiny_table" / f"base-seed{seed}.json").read_text())
         mine = json.loads((root / "results" / "tiny_shared" / f"shared-seed{seed}.json").read_text())
-        assert mine["metrics"] == {m: source["metrics"][m] for m in ("judge_ppl", "mauve", "mismatch")}
+        assert mine["metrics"] == {
+            **{m: source["metrics"][m] for m in ("judge_ppl", "mauve", "mismatch")},
+            "heldout_head_accuracy_true_h": source["summary"]["heldout_head_accuracy_true_h"],  # any run's summary
+        }
+        assert 0 < mine["metrics"]["heldout_head_accuracy_true_h"] <= 1
         assert mine["samples"] == source["samples"] and set(mine["probes"]) == {"mismatch"}
         assert mine["shared_from"] == str(root / "results" / "tiny_table" / f"base-seed{seed}.json")
         assert f"output_dir={root / 'runs' / 'tiny_table' / 'base' / f'seed{seed}'}" in mine["train_command"]

@@ -105,12 +105,20 @@ def shared_result(spec: AblationSpec, run: PlannedRun, *, ablate_command: str) -
         **source,
         **_identity(spec, run, ablate_command),
         "shared_from": str(run.shared.result),
-        "metrics": {m: source["metrics"][m] for m in spec.metrics},
+        "metrics": {
+            **summary_metrics(spec, source.get("summary", {})),
+            **{m: source["metrics"][m] for m in spec.metrics if m in source["metrics"]},
+        },
         "reference": {m: v for m, v in source.get("reference", {}).items() if m in spec.metrics},
         "probes": {name: v for name, v in source.get("probes", {}).items() if name in sources},
     }
     atomic_write_json(run.result, result)
     return result
+
+
+def summary_metrics(spec: AblationSpec, summary: dict) -> dict:
+    """The spec's figures that a run's summary.json holds (None where this run's recipe does not report one)."""
+    return {m: summary.get(m) for m in spec.metrics if METRICS[m][1] == "summary"}
 
 
 def train_command(spec: AblationSpec, run: PlannedRun) -> str:
@@ -209,8 +217,7 @@ def score(generated: dict, spec: AblationSpec, cfg: RunConfig, seed: int, judge)
         for m in (m for m in spec.metrics if METRICS[m][1] == "suite"):
             out["metrics"][m], out["reference"][m] = report["model"][m]["mean"], report["reference"][m]["mean"]
         out.update(protocol=report["protocol"], samples=report["per_seed"][0]["samples"], warnings=report["warnings"])
-    if "heldout_token_accuracy" in spec.metrics:
-        out["metrics"]["heldout_token_accuracy"] = generated["summary"].get("heldout_token_accuracy")
+    out["metrics"].update(summary_metrics(spec, generated["summary"]))
     if "interpolation" in generated:
         out["probes"]["interpolation"] = probes.score_interpolation(generated["interpolation"], judge)
     curves = {name: result["curves"] for name, result in out["probes"].items()}
