@@ -365,6 +365,15 @@ def test_shipped_specs_load_and_mark_unrunnable_rows(table_name):
     assert all(r.reason for r in spec.rows if not r.runnable)
 
 
+def test_a_cell_says_when_fewer_runs_than_the_rows_seeds_report_the_figure():
+    from ldlm.ablation.table import _cell
+
+    two_of_three = summarize([0.62, None, 0.64])  # e.g. a run older than the metric
+    assert two_of_three["n"] == 2
+    assert _cell(two_of_three, None, 1.0, runs=3) == "0.630 ± 0.014 [2 of 3]"
+    assert _cell(summarize([0.62, 0.64]), 0.5, 1.0, runs=2) == "0.630 ± 0.014 (0.5)"
+
+
 def test_seeds_cell_says_where_each_seed_trained():
     from ldlm.ablation.table import _seeds_cell
 

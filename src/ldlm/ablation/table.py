@@ -133,12 +133,14 @@ def _digits(value: float) -> int:
     return 1 if abs(value) >= 10 else 3 if abs(value) >= 0.1 else 4
 
 
-def _cell(ours: dict, paper: float | None, scale: float) -> str:
-    """``mean ± std (paper)``; the std keeps the mean's decimals, ours is multiplied by ``scale``."""
+def _cell(ours: dict, paper: float | None, scale: float, runs: int | None = None) -> str:
+    """``mean ± std (paper)``; the std keeps the mean's decimals, ours is multiplied by ``scale``. When fewer than
+    the row's ``runs`` report the figure (e.g. runs older than the metric), ``[n of runs]`` says how many did."""
     text = "—"
     if ours["mean"] is not None:
         mean, digits = ours["mean"] * scale, _digits(ours["mean"] * scale)
         text = f"{mean:.{digits}f}" + (f" ± {ours['std'] * scale:.{digits}f}" if ours["n"] > 1 else "")
+        text += f" [{ours['n']} of {runs}]" if runs is not None and ours["n"] < runs else ""
     return text + (f" ({paper:g})" if paper is not None else "")  # the paper's number as the spec gives it
 
 
@@ -162,7 +164,7 @@ def markdown_table(agg: dict, json_path: str, figures: dict[str, str] | None = N
             cells = ["not run"] * len(metrics)
             note = f"**not run:** {row['reason']}"
         else:
-            cells = [_cell(row["ours"][m], row["paper"][m], scale.get(m, 1.0)) for m in metrics]
+            cells = [_cell(row["ours"][m], row["paper"][m], scale.get(m, 1.0), len(row["seeds"])) for m in metrics]
             note = row["note"] or ""
             if row.get("same_as"):
                 note = f"runs shared with `{row['same_as']}` (the same config)" + (f"; {note}" if note else "")
