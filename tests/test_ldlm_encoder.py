@@ -97,3 +97,29 @@ def test_token_decoder_heads_must_divide_the_hidden_size(tiny_gpt2):
     cfg = tiny_config(f"encoder.name={tiny_gpt2}", "autoencoder.token_decoder_heads=5")
     with pytest.raises(ConfigError, match="autoencoder.token_decoder_heads"):
         check_encoder_config(cfg)
+
+
+def test_prefix_bos_reads_h_after_a_prepended_bos_and_drops_it(tiny_gpt2, tmp_path):
+    """encoder.prefix_bos: h of [BOS] + w without the BOS position, so position 0 is not the attention sink."""
+    enc = FrozenEncoder(tiny_gpt2, layer=-3, prefix_bos=True)
+    ids = torch.tensor(enc.tokenizer(["the cat sat on the mat", "rain fell all night"], padding=True)["input_ids"])
+    mask = (ids != enc.tokenizer.pad_token_id).long()
+    bos = torch.full((2, 1), enc.tokenizer.eos_token_id)  # GPT-2: BOS = EOS = <|endoftext|>
+    states = _full_hidden_states(tiny_gpt2, torch.cat([bos, ids], 1), torch.cat([torch.ones_like(bos), mask], 1))
+    h = enc(ids, mask)
+    assert h.shape == (*ids.shape, 32) and torch.equal(h, states[-3][:, 1:])
+    plain = FrozenEncoder(tiny_gpt2, layer=-3)(ids, mask)
+    assert not torch.allclose(h[:, 0], plain[:, 0])  # the first token now has left context
+    texts = ["the cat sat on the mat.", "rain fell all night."]
+    with_bos = build_features(enc, texts, 8, cache_dir=tmp_path, progress=False)
+    without = build_features(FrozenEncoder(tiny_gpt2, layer=-3), texts, 8, cache_dir=tmp_path, progress=False)
+    assert with_bos.key != without.key  # never served each other's features
+
+
+def test_prefix_bos_is_refused_where_it_means_nothing(tiny_gpt2):
+    check_encoder_config(tiny_config(f"encoder.name={tiny_gpt2}", "encoder.prefix_bos=true",
+                                     "autoencoder.token_decoder_heads=4"))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"encoder\.prefix_bos=true.*\[CLS\]"):  # BERT-style: [CLS] is first
+        check_encoder_config(tiny_config("encoder.name=minilm-l6", "encoder.prefix_bos=true"))
+    with pytest.raises(ConfigError, match=r"encoder\.prefix_bos=true needs encoder\.kind=frozen"):
+        tiny_config("encoder.prefix_bos=true", "encoder.kind=trainable_embeddings", "joint.reconstruction=ce")

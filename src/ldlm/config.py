@@ -37,6 +37,9 @@ class EncoderConfig:
     kind: str = "frozen"
     max_length: int = 64  # L: tokens per text including special tokens
     stats_texts: int = 2048  # texts used to estimate the per-feature mean/std of h
+    # Decoder-only encoders (GPT-2, Llama): run E_h on [BOS] + w and drop BOS from h, so the attention sink of
+    # position 0 does not swallow the first token (not in the papers; off in their presets).
+    prefix_bos: bool = False
 
 
 @dataclass
@@ -403,6 +406,7 @@ def validate(cfg: RunConfig) -> None:
             f"joint.reconstruction={cfg.joint.reconstruction!r} regresses h_hat onto h (L_h), which a trainable E_h "
             "can shrink to nothing: use joint.reconstruction=ce (LDLM Sec. 5.2 trains Emb_theta with CE)",
         )
+        _check(not enc.prefix_bos, "encoder.prefix_bos=true needs encoder.kind=frozen (embeddings have no sink)")
     _check(1 <= ae.num_latents, f"autoencoder.num_latents={ae.num_latents} must be >= 1")
     _check(ae.width % ae.heads == 0, f"autoencoder.width={ae.width} must be divisible by heads={ae.heads}")
     _check(diff.width % diff.heads == 0, f"diffusion.width={diff.width} must be divisible by heads={diff.heads}")

@@ -44,11 +44,31 @@ def check_encoder_config(cfg) -> None:
             f"autoencoder.vocab_size={ae.vocab_size} differs from the {vocab} tokens of encoder.name={enc.name!r}'s "
             "tokenizer: the token decoder predicts the encoder's tokens (leave autoencoder.vocab_size unset)"
         )
+    if enc.prefix_bos and enc.kind == "frozen":
+        try:
+            prefix_token(AutoTokenizer.from_pretrained(path))
+        except EncoderError as err:
+            raise ConfigError(str(err)) from err
     if ae.token_decoder_layers and hidden % ae.token_decoder_heads:
         raise ConfigError(
             f"autoencoder.token_decoder_heads={ae.token_decoder_heads} must divide the hidden size {hidden} of "
             f"encoder.name={enc.name!r} (the token decoder's width)"
         )
+
+
+def prefix_token(tokenizer) -> int:
+    """The token ``encoder.prefix_bos`` puts before every text (BOS, else EOS: GPT-2's <|endoftext|>). Refused for
+    tokenizers that already start each text with a special token (BERT's [CLS] takes the first position itself)."""
+    first = tokenizer("a")["input_ids"][0]
+    if first in tokenizer.all_special_ids:
+        raise EncoderError(
+            f"encoder.prefix_bos=true: {tokenizer.name_or_path}'s tokenizer already starts every text with "
+            f"{tokenizer.convert_ids_to_tokens(first)!r}; set encoder.prefix_bos=false"
+        )
+    token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if token is None:
+        raise EncoderError(f"encoder.prefix_bos=true: {tokenizer.name_or_path}'s tokenizer has no BOS or EOS token")
+    return token
 
 
 def _drop_unused_layers(model: nn.Module, num_layers: int, keep: int) -> int:
@@ -106,7 +126,7 @@ class FrozenEncoder(TokenEncoder):
     belongs to a trained model; the pretrained weights are referenced by ``name`` and never saved.
     """
 
-    def __init__(self, name: str, layer: int = -1, *, dtype: torch.dtype = torch.float32):
+    def __init__(self, name: str, layer: int = -1, *, prefix_bos: bool = False, dtype: torch.dtype = torch.float32):
         from transformers import AutoModel
 
         model = AutoModel.from_pretrained(resolve_model(name), dtype=dtype)
@@ -123,6 +143,11 @@ class FrozenEncoder(TokenEncoder):
         self.layer = layer  # as configured (cache keys and messages use it)
         self._index = layer % (num_layers + 1)  # the same entry counted from the embeddings
         self.kept_layers = _drop_unused_layers(model, num_layers, keep=min(self._index + 1, num_layers))
+        # Causal LMs park an input-independent "attention sink" on position 0 (SmolLM2 layer -3: |h| ~22,000 vs
+        # ~600 elsewhere, cosine 0.99999 between texts), so the first token is unreadable from its h and the
+        # sink inflates the per-feature std. prefix_bos gives the sink a BOS position of its own, dropped from h.
+        self.prefix_bos = prefix_bos
+        self._prefix = prefix_token(self.tokenizer) if prefix_bos else None
 
     def train(self, mode: bool = True) -> FrozenEncoder:  # frozen: always eval (no dropout)
         super().train(False)
@@ -130,9 +155,14 @@ class FrozenEncoder(TokenEncoder):
 
     @torch.no_grad()
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """input_ids, attention_mask: (B, L) -> raw hidden states h: (B, L, D) of ``self.layer``."""
+        """input_ids, attention_mask: (B, L) -> raw hidden states h: (B, L, D) of ``self.layer`` (with
+        ``prefix_bos``: of ``[BOS] + input_ids``, the BOS position dropped)."""
+        if self._prefix is not None:
+            input_ids = torch.cat([input_ids.new_full((input_ids.shape[0], 1), self._prefix), input_ids], dim=1)
+            attention_mask = torch.cat([attention_mask.new_ones((attention_mask.shape[0], 1)), attention_mask], dim=1)
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        return out.hidden_states[self._index].float()
+        h = out.hidden_states[self._index].float()
+        return h[:, 1:] if self._prefix is not None else h
 
     @torch.no_grad()
     def fit_stats(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -185,4 +215,4 @@ def build_encoder(cfg) -> TokenEncoder:
     """The E_h an :class:`~ldlm.config.EncoderConfig` names by ``kind`` (frozen | trainable_embeddings)."""
     if cfg.kind == "trainable_embeddings":
         return TrainableEmbeddings(cfg.name)
-    return FrozenEncoder(cfg.name, cfg.layer)
+    return FrozenEncoder(cfg.name, cfg.layer, prefix_bos=cfg.prefix_bos)

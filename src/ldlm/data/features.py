@@ -74,6 +74,7 @@ def cache_key(
     *,
     packing: bool = False,
     end_token: int | None = None,
+    prefix_bos: bool = False,
 ) -> str:
     """16 hex chars of sha256 over the encoder, layer, max_length, a fingerprint of the texts (and packing)."""
     text_hash = hashlib.sha256()
@@ -94,6 +95,8 @@ def cache_key(
         payload["packing"] = True
     if end_token is not None:  # padded rows of GPT-2/Llama tokenizers end in an appended EOS (since 2026-11-29)
         payload["end_token"] = int(end_token)
+    if prefix_bos:  # h read after a prepended BOS (encoder.prefix_bos)
+        payload["prefix_bos"] = True
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -338,7 +341,10 @@ def build_features(
         raise ValueError("build_features got no texts")
     cache_dir = Path(cache_dir) if cache_dir is not None else CACHE_DIR / "features"
     end = None if packing else appended_end_token(encoder.tokenizer)
-    key = cache_key(encoder.name, encoder.path, encoder.layer, max_length, texts, packing=packing, end_token=end)
+    prefix = getattr(encoder, "prefix_bos", False)
+    key = cache_key(
+        encoder.name, encoder.path, encoder.layer, max_length, texts, packing=packing, end_token=end, prefix_bos=prefix
+    )
     final = cache_dir / key
     tokens = packed_tokens(encoder.tokenizer, texts, max_length) if packing else None
     shape_args = (key, len(tokens) if packing else len(texts), max_length, encoder.hidden_size)
