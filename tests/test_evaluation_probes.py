@@ -96,6 +96,26 @@ def test_loss_vs_t_equals_diffusion_loss(model):
             assert out["curves"][label]["loss"][i] == pytest.approx(loss.mean().item())
 
 
+def test_position_probe_per_position_figures_by_hand(model):
+    out = probes.position_probe(model, TEXTS, num_samples=4, steps=2, seed=3)
+    ids, mask = model.tokenize(TEXTS)
+    predicted = {
+        "decode(encode(w)), held-out": model.decode_ids(model.encode(TEXTS)),
+        "token head on the true h": model.autoencoder.logits(model.features(ids, mask), mask).argmax(-1),
+    }
+    real = mask.bool()
+    for label, pred in predicted.items():
+        expected = [
+            (pred[real[:, p], p] == ids[real[:, p], p]).float().mean().item() if real[:, p].any() else None
+            for p in range(ids.shape[1])
+        ]
+        assert out["curves"][label]["accuracy"] == pytest.approx(expected)
+    assert out["curves"]["decode(encode(w)), held-out"]["accuracy"][-1] is None  # no text reaches the last position
+    samples = model.decode_ids(model.generate_latents(4, steps=2, seed=3))
+    assert out["curves"]["generated samples"]["distinct tokens"] == [len(set(c.tolist())) / 4 for c in samples.T]
+    assert out["position"] == list(range(ids.shape[1]))
+
+
 def test_probe_bad_inputs(model):
     with pytest.raises(ValueError, match="non-empty texts"):
         probes.decoder_robustness_probe(model, ["", "  "])

@@ -11,7 +11,7 @@ ldlm configs                              list the presets
 ldlm evaluate RUN_DIR [-n 128] [--seeds 0,1,2] [--paper]   judge PPL, MAUVE, Div, entropy, Mem (mean ± std)
                                           for samples and real held-out texts -> results/NAME_report.{json,md,png}
 ldlm sweep RUN_DIR [--steps-list 10,25,50,100,200]         quality vs sampling steps -> JSON + PNG
-ldlm probe {interpolation,robustness,mismatch,trajectory,loss-t,all} RUN_DIR   latent-space probes -> JSON + PNG
+ldlm probe {interpolation,robustness,mismatch,trajectory,loss-t,positions,all} RUN_DIR   latent-space probes
 ldlm bench [--smoke] [--out results/bench.json]   sampling speed vs GPT-2, step cost, % of matmul peak -> JSON + PNG
 ldlm ablate TABLE [--seeds 0,1,2] [--rows r1,r2] [--dry-run] [--report-only] [--generate-only]
                   [--out-dir results/ablations] [--runs-dir runs/ablations] [--markdown docs/results.md]
@@ -258,6 +258,7 @@ def _cmd_probe(args: argparse.Namespace) -> None:
         "mismatch": lambda: probes.mismatch_probe(model, texts[:n], num_samples=n, seed=seed),
         "trajectory": lambda: probes.trajectory_probe(model, num_samples=n, seed=seed),
         "loss-t": lambda: probes.loss_vs_t_probe(model, texts[:n], seed=seed),
+        "positions": lambda: probes.position_probe(model, texts[:n], num_samples=n, seed=seed),
     }
     for name in probes.PROBES if args.probe == "all" else (args.probe,):
         out = Path(args.out_dir) / f"{model.cfg.name}_probe_{name}.json"
@@ -368,7 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("probe", help="latent-space probes (JSON + PNG each)")
-    p.add_argument("probe", choices=["interpolation", "robustness", "mismatch", "trajectory", "loss-t", "all"])
+    p.add_argument(
+        "probe", choices=["interpolation", "robustness", "mismatch", "trajectory", "loss-t", "positions", "all"]
+    )
     p.add_argument("run_dir")
     p.add_argument("-n", "--num-texts", type=int, default=32, help="texts / samples / pairs per probe")
     p.add_argument("--seed", type=int, default=0)

@@ -27,6 +27,7 @@ __all__ = [
     "interpolation_texts",
     "loss_vs_t_probe",
     "mismatch_probe",
+    "position_probe",
     "score_interpolation",
     "trajectory_probe",
     "write_probe",
@@ -246,7 +247,40 @@ def loss_vs_t_probe(
     return {"probe": "loss-t", "x": "t", "t": list(ts), "curves": curves, "num_texts": len(texts), "seed": seed}
 
 
-PROBES = ("interpolation", "robustness", "mismatch", "trajectory", "loss-t")
+@torch.inference_mode()
+def position_probe(
+    model, texts: Sequence[str], *, num_samples: int = 64, steps: int | None = None, seed: int = 0
+) -> dict:
+    """Per token position: accuracy of ``decode(encode(w))`` and of the token head on the true h (held-out texts),
+    and the share of distinct tokens among generated samples. Shows positions the latents lose, e.g. position 0
+    of a causal encoder, where an input-independent attention sink hides the token (see ``encoder.prefix_bos``)."""
+    texts = _check_texts(texts)
+    ids, mask = model.tokenize(texts)  # (B, L)
+    real = mask.float()
+    count = real.sum(0)  # (L,) texts that reach each position
+
+    def accuracy(predicted: torch.Tensor) -> list[float | None]:
+        hits = ((predicted == ids).float() * real).sum(0)
+        return [h / c if c else None for h, c in zip(hits.tolist(), count.tolist(), strict=True)]
+
+    h = model.features(ids, mask)
+    samples = model.decode_ids(model.generate_latents(num_samples, steps=steps or model.cfg.sample.steps, seed=seed))
+    return {
+        "probe": "positions",
+        "x": "position",
+        "position": list(range(ids.shape[1])),
+        "curves": {
+            "decode(encode(w)), held-out": {"accuracy": accuracy(model.decode_ids(model.encode(texts)))},
+            "token head on the true h": {"accuracy": accuracy(model.autoencoder.logits(h, mask).argmax(-1))},
+            "generated samples": {"distinct tokens": [len(set(col.tolist())) / num_samples for col in samples.T]},
+        },
+        "num_texts": len(texts),
+        "num_samples": num_samples,
+        "seed": seed,
+    }
+
+
+PROBES = ("interpolation", "robustness", "mismatch", "trajectory", "loss-t", "positions")
 _LOG_METRICS = ("judge_ppl", "mse")
 
 
