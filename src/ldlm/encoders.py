@@ -93,6 +93,7 @@ class TokenEncoder(nn.Module):
     buffers and (de)normalisation. Subclasses implement ``forward(input_ids, attention_mask) -> h: (B, L, D)``."""
 
     trainable: bool = False  # True: h carries gradient (never cached; trained by the LDLM joint stage)
+    prefix_bos: bool = False  # True: h is read after a prepended BOS (FrozenEncoder, encoder.prefix_bos)
 
     def __init__(self, name: str, hidden_size: int):
         super().__init__()

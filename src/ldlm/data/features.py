@@ -341,9 +341,15 @@ def build_features(
         raise ValueError("build_features got no texts")
     cache_dir = Path(cache_dir) if cache_dir is not None else CACHE_DIR / "features"
     end = None if packing else appended_end_token(encoder.tokenizer)
-    prefix = getattr(encoder, "prefix_bos", False)
     key = cache_key(
-        encoder.name, encoder.path, encoder.layer, max_length, texts, packing=packing, end_token=end, prefix_bos=prefix
+        encoder.name,
+        encoder.path,
+        encoder.layer,
+        max_length,
+        texts,
+        packing=packing,
+        end_token=end,
+        prefix_bos=encoder.prefix_bos,
     )
     final = cache_dir / key
     tokens = packed_tokens(encoder.tokenizer, texts, max_length) if packing else None
