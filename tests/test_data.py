@@ -154,6 +154,33 @@ def test_rocstories_loads_4000():
     assert load_texts("rocstories", max_texts=100) == load_texts("rocstories", max_texts=100)
 
 
+def test_rocstories_40k_is_disjoint_from_rocstories():
+    root = find_data_dir()
+    if root is None or not (root / "rocstories_40k" / "stories.jsonl").is_file():
+        pytest.skip("shared data folder with rocstories_40k/stories.jsonl not found (set LDLM_DATA_DIR)")
+    more = load_texts("rocstories-40k")
+    assert len(more) == 40_991
+    assert not set(more) & set(load_texts("rocstories"))
+
+
+def test_train_extra_adds_training_texts_and_keeps_the_held_out_split(tmp_path):
+    from ldlm.config import load_config
+    from ldlm.recipes.cosmos import load_cosmos_data
+
+    base = tmp_path / "base.jsonl"
+    base.write_text("".join(json.dumps({"text": f"base story {i}."}) + "\n" for i in range(20)))
+    cfg = load_config("tiny", [f"data.dataset={base}", "data.validation_size=5", "data.max_texts=null"])
+    plain = load_cosmos_data(cfg)
+    extra = tmp_path / "extra.jsonl"
+    extra_texts = [f"extra story {i}." for i in range(7)] + [plain.valid[0]]  # one held-out text sneaks in
+    extra.write_text("".join(json.dumps({"text": t}) + "\n" for t in extra_texts))
+    cfg.data.train_extra = [str(extra)]
+    more = load_cosmos_data(cfg)
+    assert more.valid == plain.valid  # the held-out split is the same
+    assert more.train == plain.train + extra_texts[:7]  # extras added, the held-out one dropped
+    assert not set(more.train) & set(more.valid)
+
+
 def test_data_dir_env(tmp_path, monkeypatch):
     (tmp_path / "rocstories").mkdir()
     (tmp_path / "rocstories" / "stories.jsonl").write_text(json.dumps({"text": "A tiny story."}) + "\n")

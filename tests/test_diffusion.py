@@ -96,7 +96,7 @@ def _gaussian_oracle(schedule, mu, sigma):
     return denoise
 
 
-@pytest.mark.parametrize("sampler", ["euler", "euler_maruyama", "ddim"])
+@pytest.mark.parametrize("sampler", ["euler", "euler_maruyama", "ddim", "ddpm"])
 @pytest.mark.parametrize("mu, sigma", [(0.7, 0.5), (-1.0, 1.5)])
 def test_samplers_recover_gaussian_data(sampler, mu, sigma):
     s = TanSchedule(5.0, t_max=0.999)
@@ -107,14 +107,14 @@ def test_samplers_recover_gaussian_data(sampler, mu, sigma):
 
 
 def test_sampler_registry():
-    assert set(SAMPLERS) == {"euler", "euler_maruyama", "ddim"}
+    assert set(SAMPLERS) == {"euler", "euler_maruyama", "ddim", "ddpm"}
     with pytest.raises(ValueError, match="heun"):
         sample_latents(lambda z, t, x: z, TanSchedule(5.0), (2, 1), steps=2, sampler="heun")
     with pytest.raises(ValueError, match="steps"):
         sample_latents(lambda z, t, x: z, TanSchedule(5.0), (2, 1), steps=0)
 
 
-@pytest.mark.parametrize("sampler", ["euler", "euler_maruyama", "ddim"])
+@pytest.mark.parametrize("sampler", ["euler", "euler_maruyama", "ddim", "ddpm"])
 def test_sampling_is_seeded(sampler):
     s = TanSchedule(5.0)
     oracle = _gaussian_oracle(s, 0.3, 0.8)
@@ -122,6 +122,46 @@ def test_sampling_is_seeded(sampler):
     a, b, c = run(0), run(0), run(1)
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
+
+
+def _state_std_after_first_step(sampler: str, steps: int) -> float:
+    """Std of z after one step from z ~ N(0, I) at t_max, on N(0, 1) data with the exact denoiser E[x0 | z_t]."""
+    s = TanSchedule(5.0, t_max=0.999)
+    oracle = _gaussian_oracle(s, 0.0, 1.0)
+    z = torch.randn(20_000, 1, generator=_gen(3))
+    t, t_next = torch.tensor(s.t_max), torch.tensor(s.t_max * (1 - 1 / steps))
+    return (
+        SAMPLERS[sampler](
+            s, z, oracle(z, t.expand(z.shape[0]), None), t, t_next, torch.randn(z.shape, generator=_gen(4))
+        )
+        .std()
+        .item()
+    )
+
+
+@pytest.mark.parametrize("steps", [32, 200])
+def test_ddpm_first_step_keeps_the_state_at_unit_std(steps):
+    """The DDPM posterior step is exact in time: the marginal stays N(0, 1) on N(0, 1) data (issue 21, item 3)."""
+    assert abs(_state_std_after_first_step("ddpm", steps) - 1.0) < 0.05
+
+
+@pytest.mark.parametrize("steps, at_least", [(32, 20.0), (200, 4.0)])
+def test_euler_maruyama_first_step_overshoots_under_the_tan_schedule(steps, at_least):
+    """The defect ddpm fixes: beta(t_max) dt is ~10-62, so Euler-Maruyama throws the state far from unit std."""
+    assert _state_std_after_first_step("euler_maruyama", steps) > at_least
+
+
+def test_ddpm_is_stochastic_and_ends_on_the_mean():
+    """Fresh noise at every step but the last: two seeds differ; the final state is x0_hat at t = 0."""
+    s = TanSchedule(5.0)
+    oracle = _gaussian_oracle(s, 0.0, 1.0)
+    z = torch.randn(64, 4)
+    runs = [sample_latents(oracle, s, z.shape, steps=20, sampler="ddpm", z_init=z, generator=_gen(i)) for i in (0, 1)]
+    assert not torch.allclose(runs[0], runs[1])
+    x0 = torch.randn(5, 3)
+    torch.testing.assert_close(
+        SAMPLERS["ddpm"](s, torch.randn(5, 3), x0, torch.tensor(0.1), torch.tensor(0.0), None), x0
+    )
 
 
 def test_euler_maruyama_is_stochastic_given_the_start():
@@ -138,7 +178,7 @@ def test_euler_maruyama_is_stochastic_given_the_start():
 
 
 @pytest.mark.parametrize("steps", [1, 7])
-@pytest.mark.parametrize("sampler", ["euler", "euler_maruyama", "ddim"])
+@pytest.mark.parametrize("sampler", ["euler", "euler_maruyama", "ddim", "ddpm"])
 def test_any_step_count_works(steps, sampler):
     s = TanSchedule(5.0)
     calls = []
@@ -229,6 +269,32 @@ def test_denoiser_uses_z_t_time_and_self_condition_input(kind):
     assert diff[0] > 1e-4 and diff[1] == 0  # samples are independent
     with pytest.raises(ValueError, match="diffusion.denoiser"):
         build_denoiser(DiffusionConfig(denoiser="unet"), latent_dim=3, num_latents=4)
+
+
+@pytest.mark.parametrize("kind", ["transformer", "dit"])
+def test_edm_preconditioning_skips_to_z_t_at_small_t(kind):
+    """diffusion.preconditioning=edm: x0_hat = sqrt(alpha) z_t + sqrt(1 - alpha) F, so x0_hat = z_t at t = 0 whatever
+    F is; with F = 0 the output is exactly sqrt(alpha) z_t (E[x0 | z_t] for unit-variance Gaussian latents)."""
+    z = torch.randn(3, 4, 3)
+    t = torch.tensor([0.0, 0.3, 0.9])
+    cfg = DiffusionConfig(denoiser=kind, layers=2, width=16, heads=2, preconditioning="edm")
+    net = build_denoiser(cfg, latent_dim=3, num_latents=4)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    torch.testing.assert_close(net(z, t)[0], z[0])
+    assert (net(z, t)[2] - z[2]).abs().max() > 0.1  # at large t the network's F dominates
+    with torch.no_grad():
+        net.proj_out.weight.zero_()
+        net.proj_out.bias.zero_()
+    alpha = build_schedule("tan", cfg.schedule_d, cfg.t_max).alpha(t).view(-1, 1, 1)
+    torch.testing.assert_close(net(z, t), alpha.sqrt() * z)
+    plain = build_denoiser(DiffusionConfig(denoiser=kind, layers=2, width=16, heads=2), latent_dim=3, num_latents=4)
+    with torch.no_grad():
+        plain.proj_out.weight.zero_()
+        plain.proj_out.bias.zero_()
+    if kind == "transformer":
+        assert plain(z, t).abs().max() == 0  # none: the network's output is x0_hat itself
 
 
 def test_dit_blocks_start_as_identity_and_time_enters_through_adaln():

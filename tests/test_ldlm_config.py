@@ -34,7 +34,7 @@ def test_paper_presets_hold_the_papers_values():
         1.0,
         512,
     )
-    assert lm1b.sample.sampler == "euler_maruyama"
+    assert lm1b.sample.sampler == "ddpm"  # the reverse SDE, stepped exactly in time (issue 21)
     owt = load_config("ldlm_owt")
     assert (owt.encoder.max_length, owt.autoencoder.num_latents, owt.joint.warmup_steps) == (1024, 1024, 50_000)
     ablation = load_config("ldlm_ablation")

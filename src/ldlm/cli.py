@@ -53,9 +53,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_sample(args: argparse.Namespace) -> None:
     from ldlm.io import atomic_write_text
-    from ldlm.pipeline import LatentDiffusionLM
+    from ldlm.pipeline import load_model
 
-    model = LatentDiffusionLM.from_pretrained(args.run_dir, device=args.device)
+    model = load_model(args.run_dir, device=args.device)  # a LatentDiffusionLM, or the AR baseline (recipe: ar)
     if args.source_file:
         texts = _sample_sources(model, args)
     else:
@@ -124,10 +124,10 @@ def _int_list(text: str) -> list[int]:
 
 def _load_for_evaluation(args: argparse.Namespace):
     """The trained model of RUN_DIR with its training and held-out texts (as the run's config defines them)."""
-    from ldlm.pipeline import LatentDiffusionLM
+    from ldlm.pipeline import load_model
     from ldlm.recipes.cosmos import load_cosmos_data
 
-    model = LatentDiffusionLM.from_pretrained(args.run_dir, device=args.device)
+    model = load_model(args.run_dir, device=args.device)  # recipe: ar reads the same texts as COSMOS
     data = load_cosmos_data(model.cfg)
     return model, data.train, data.valid
 
@@ -270,7 +270,7 @@ def _add_judge_options(p: argparse.ArgumentParser, num_samples: int, seeds: str)
     p.add_argument("run_dir")
     p.add_argument("-n", "--num-samples", type=int, default=num_samples, help="samples per seed")
     p.add_argument("--seeds", type=_int_list, default=_int_list(seeds), help="comma-separated sampling seeds")
-    p.add_argument("--sampler", default=None, help="euler | euler_maruyama | ddim (default: the run's config)")
+    p.add_argument("--sampler", default=None, help="euler | euler_maruyama | ddim | ddpm (default: the run's config)")
     p.add_argument("--judge", default="smollm2-135m", help="judge causal LM: short name, local dir or hub id")
     p.add_argument("--mauve-max-len", type=int, default=256, help="judge tokens per text (BOS incl.), MAUVE and PPL")
     p.add_argument("--mauve-seed", type=int, default=25, help="MAUVE k-means seed")
@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("-n", "--num-samples", type=int, default=16)
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's config)")
-    p.add_argument("--sampler", default=None, help="euler | euler_maruyama | ddim (default: the run's config)")
+    p.add_argument("--sampler", default=None, help="euler | euler_maruyama | ddim | ddpm (default: the run's config)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="also write the texts here, one per line")

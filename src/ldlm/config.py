@@ -52,6 +52,9 @@ class DataConfig:
     # diffusion model on ROCStories): registry names or paths, each optionally capped by extra_max_texts.
     autoencoder_extra: list[str] = field(default_factory=list)
     extra_max_texts: int | None = None
+    # Extra training texts for every stage (e.g. rocstories-40k beside rocstories): added to the training split
+    # after it is drawn, so the held-out split of `dataset` stays the same; texts equal to a held-out one are dropped.
+    train_extra: list[str] = field(default_factory=list)
     # Beyond the paper (COSMOS recipe): train the diffusion stage only on texts that fill all
     # encoder.max_length positions. Padding rows teach the autoencoder "after the end" latents, and the
     # sampler then tends to stop between text and padding latents (short or empty samples).
@@ -120,11 +123,18 @@ class DiffusionConfig:
     heads: int = 12
     mlp_ratio: float = 4.0
     self_condition_prob: float = 0.5
+    # Beyond the papers (Karras et al. 2022, EDM): x0_hat = c_skip z_t + c_out F(c_in z_t), with unit-variance
+    # latents c_skip = sqrt(alpha), c_out = sqrt(1 - alpha), c_in = 1 (F predicts -v), so x0_hat -> z_t as t -> 0
+    # and the fine end of the trajectory starts from the identity. none: F is x0_hat itself (both papers).
+    preconditioning: str = "none"  # none | edm
     timestep_sampler: str = "uniform"  # uniform (COSMOS) | adaptive (LDLM Sec. 5.3)
     adaptive_bins: int = 100  # equal bins of [0, t_max] for the adaptive sampler
     adaptive_refresh_every: int = 5000  # recompute the bin probabilities every this many updates
-    adaptive_ema_decay: float = 0.99  # per-sample EMA decay of the loss estimate at each bin edge
-    adaptive_uniform_mix: float = 0.0  # beyond the paper: draw t from (1-m) p + m uniform, so no t goes untrained
+    adaptive_ema_decay: float = 0.99  # per-update decay of the loss sums at the bin edges (memory ~1/(1-decay) updates)
+    # Beyond the paper (m = 0): draw t from (1-m) p + m uniform. Without a floor a bin whose p reaches 0 is never
+    # drawn again, so its loss is never re-estimated (issue 21: t < 0.2 starved for good).
+    adaptive_uniform_mix: float = 0.05
+    adaptive_start: int = 0  # updates of uniform t before the first refresh (0: the first refresh at refresh_every)
 
 
 @dataclass
@@ -175,7 +185,7 @@ class TrainConfig:
 
 @dataclass
 class SampleConfig:
-    sampler: str = "euler"  # euler (probability-flow ODE, COSMOS) | euler_maruyama (reverse SDE, LDLM) | ddim
+    sampler: str = "euler"  # euler (probability-flow ODE, COSMOS) | euler_maruyama, ddpm (reverse SDE, LDLM) | ddim
     steps: int = 200
     num_samples: int = 16
     batch_size: int = 64
@@ -200,6 +210,21 @@ class Seq2SeqConfig:
 
 
 @dataclass
+class ARConfig:
+    """Autoregressive baseline (``recipe: ar``, issue 21): a decoder-only transformer (nanoGPT-like, the library's
+    :class:`~ldlm.transformer.TransformerBlock` under a causal mask) over ``encoder.name``'s tokenizer and
+    ``encoder.max_length`` tokens; the encoder network itself is not run. Trained in ``ar_train``."""
+
+    layers: int = 12
+    width: int = 768
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    tie_embeddings: bool = True  # the LM head is the token embedding (GPT-2)
+    temperature: float = 1.0  # sampling defaults of generate(): softmax temperature ...
+    top_p: float = 1.0  # ... and nucleus mass (1: plain ancestral sampling)
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     recipe: str = "cosmos"
@@ -218,6 +243,8 @@ class RunConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     seq2seq: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
     seq2seq_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=0))  # the conditional stage
+    ar: ARConfig = field(default_factory=ARConfig)
+    ar_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=0))  # recipe: ar, its one stage
 
     @property
     def run_dir(self) -> Path:
@@ -387,8 +414,8 @@ def validate(cfg: RunConfig) -> None:
     """Cross-field checks that would otherwise fail deep inside training."""
     ae, diff, enc = cfg.autoencoder, cfg.diffusion, cfg.encoder
     _check(
-        cfg.recipe in ("cosmos", "ldlm", "seq2seq"),
-        f"recipe={cfg.recipe!r} is unknown: use 'cosmos', 'ldlm' or 'seq2seq'",
+        cfg.recipe in ("cosmos", "ldlm", "seq2seq", "ar"),
+        f"recipe={cfg.recipe!r} is unknown: use 'cosmos', 'ldlm', 'seq2seq' or 'ar'",
     )
     _check(enc.max_length >= 4, f"encoder.max_length={enc.max_length} must be >= 4")
     _check(
@@ -421,6 +448,7 @@ def validate(cfg: RunConfig) -> None:
     _check(0.5 < diff.t_max < 1.0, f"diffusion.t_max={diff.t_max} must be in (0.5, 1)")
     _check(0.0 <= diff.self_condition_prob <= 1.0, "diffusion.self_condition_prob must be in [0, 1]")
     _check(diff.denoiser in ("transformer", "dit"), f"diffusion.denoiser={diff.denoiser!r}: use 'transformer' or 'dit'")
+    _check(diff.preconditioning in ("none", "edm"), f"diffusion.preconditioning={diff.preconditioning!r}: none | edm")
     _check(
         diff.timestep_sampler in ("uniform", "adaptive"),
         f"diffusion.timestep_sampler={diff.timestep_sampler!r}: use uniform | adaptive",
@@ -429,9 +457,10 @@ def validate(cfg: RunConfig) -> None:
     _check(diff.adaptive_refresh_every >= 1, "diffusion.adaptive_refresh_every must be >= 1")
     _check(0.0 <= diff.adaptive_ema_decay < 1.0, "diffusion.adaptive_ema_decay must be in [0, 1)")
     _check(0.0 <= diff.adaptive_uniform_mix <= 1.0, "diffusion.adaptive_uniform_mix must be in [0, 1]")
+    _check(diff.adaptive_start >= 0, f"diffusion.adaptive_start={diff.adaptive_start} must be >= 0")
     _check(
-        cfg.sample.sampler in ("euler", "euler_maruyama", "ddim"),
-        f"sample.sampler={cfg.sample.sampler!r}: use euler | euler_maruyama | ddim",
+        cfg.sample.sampler in ("euler", "euler_maruyama", "ddim", "ddpm"),
+        f"sample.sampler={cfg.sample.sampler!r}: use euler | euler_maruyama | ddim | ddpm",
     )
     _check(cfg.sample.steps >= 1, f"sample.steps={cfg.sample.steps} must be >= 1")
     _check(isinstance(cfg.sample.compile, bool), f"sample.compile={cfg.sample.compile!r}: use true | false")
@@ -442,6 +471,7 @@ def validate(cfg: RunConfig) -> None:
     _check(cfg.data.validation_size > 0, "data.validation_size must be > 0 (a fraction < 1 or a count)")
     _validate_ldlm(cfg)
     _validate_seq2seq(cfg)
+    _validate_ar(cfg)
     if cfg.data.streaming:
         _check(
             cfg.recipe == "ldlm" and cfg.data.packing,
@@ -452,7 +482,7 @@ def validate(cfg: RunConfig) -> None:
             f"data.validation_size={cfg.data.validation_size}: with data.streaming it is a count of texts (the "
             "first ones of the stream), not a fraction",
         )
-    for stage in ("autoencoder_train", "diffusion_train", "joint_train", "decoder_train", "seq2seq_train"):
+    for stage in ("autoencoder_train", "diffusion_train", "joint_train", "decoder_train", "seq2seq_train", "ar_train"):
         tc: TrainConfig = getattr(cfg, stage)
         _check(tc.steps >= 0, f"{stage}.steps={tc.steps} must be >= 0")
         _check(tc.batch_size >= 1, f"{stage}.batch_size={tc.batch_size} must be >= 1")
@@ -575,3 +605,18 @@ def _validate_seq2seq(cfg: RunConfig) -> None:
             "recipe=seq2seq trains the conditional denoiser in seq2seq_train: set seq2seq_train.steps > 0",
         )
         _check(not cfg.data.packing and not cfg.data.streaming, "recipe=seq2seq reads pairs: set data.packing=false")
+
+
+def _validate_ar(cfg: RunConfig) -> None:
+    """The autoregressive baseline's fields (``recipe: ar``)."""
+    ar = cfg.ar
+    _check(ar.layers >= 1, f"ar.layers={ar.layers} must be >= 1")
+    _check(ar.width % ar.heads == 0, f"ar.width={ar.width} must be divisible by ar.heads={ar.heads}")
+    _check(ar.temperature > 0, f"ar.temperature={ar.temperature} must be > 0")
+    _check(0.0 < ar.top_p <= 1.0, f"ar.top_p={ar.top_p} must be in (0, 1] (1: plain ancestral sampling)")
+    if cfg.recipe == "ar":
+        _check(cfg.ar_train.steps > 0, "recipe=ar trains the language model in ar_train: set ar_train.steps > 0")
+        _check(
+            not cfg.data.packing and not cfg.data.streaming,
+            "recipe=ar reads one padded row per text, as COSMOS does: set data.packing=false, data.streaming=false",
+        )

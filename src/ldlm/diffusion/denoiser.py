@@ -8,6 +8,9 @@ projected to the width plus learned positions, and return the x0 prediction (sam
   without affine, then ``x * (1 + scale(t)) + shift(t)``, and each residual branch multiplied by a
   gate ``g(t)`` initialised to zero, so every block starts as the identity.
 
+``diffusion.preconditioning: edm`` wraps either network F as ``x0_hat = sqrt(alpha) z_t + sqrt(1 - alpha) F``
+(EDM's c_skip / c_out for unit-variance latents), so that x0_hat tends to z_t as t -> 0.
+
 Seq2seq (COSMOS App. C.1): built with ``condition_layers``, either denoiser also owns a ``condition_encoder`` and
 one cross-attention layer after every block (``cross``, see :mod:`ldlm.diffusion.conditioning`); ``cond=None``
 skips them, which is exactly the unconditional denoiser with the same shared weights.
@@ -23,6 +26,7 @@ from torch import nn
 
 from ldlm.config import DiffusionConfig
 from ldlm.diffusion.conditioning import Condition, ConditionEncoder, CrossAttention
+from ldlm.diffusion.schedule import build_schedule
 from ldlm.perceiver import MLP
 
 
@@ -74,6 +78,10 @@ class _DenoiserStem(nn.Module):
         self.pos = nn.Parameter(torch.randn(num_latents, width) * 0.02)
         self.time_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         self.proj_out = nn.Linear(width, latent_dim)
+        # EDM preconditioning needs alpha_t: the schedule is a pure function of the config (no weights)
+        self.skip_schedule = (
+            build_schedule(cfg.schedule, cfg.schedule_d, cfg.t_max) if cfg.preconditioning == "edm" else None
+        )
         self.conditional = condition_layers is not None
         if self.conditional:
             self.condition_encoder = ConditionEncoder(
@@ -102,6 +110,13 @@ class _DenoiserStem(nn.Module):
             raise ValueError("a source was given to a denoiser built without source conditioning")
         return self.cross[i](x, cond)
 
+    def output(self, z_t: torch.Tensor, t: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """x0_hat (B, N, d) from the network's output F: F itself, or c_skip z_t + c_out F (EDM, unit data std)."""
+        if self.skip_schedule is None:
+            return f
+        alpha = self.skip_schedule.alpha(t.float()).view(-1, 1, 1).to(f.dtype)
+        return alpha.sqrt() * z_t + (1 - alpha).sqrt() * f
+
     def embed(self, z_t: torch.Tensor, t: torch.Tensor, x0_prev: torch.Tensor | None) -> tuple:
         """-> (x (B, N, W), c (B, W)); an absent ``x0_prev`` is zeros."""
         if x0_prev is None:
@@ -125,7 +140,7 @@ class TransformerDenoiser(_DenoiserStem):
         x = x + c.unsqueeze(1)
         for i, block in enumerate(self.blocks):
             x = self.attend(i, block(x), cond)
-        return self.proj_out(self.norm_out(x))
+        return self.output(z_t, t, self.proj_out(self.norm_out(x)))
 
 
 class DiTBlock(nn.Module):
@@ -172,7 +187,7 @@ class DiTDenoiser(_DenoiserStem):
         for i, block in enumerate(self.blocks):
             x = self.attend(i, block(x, c), cond)
         shift, scale = self.ada_out(c).unsqueeze(1).chunk(2, dim=-1)
-        return self.proj_out(self.norm_out(x) * (1 + scale) + shift)
+        return self.output(z_t, t, self.proj_out(self.norm_out(x) * (1 + scale) + shift))
 
 
 DENOISERS = {"transformer": TransformerDenoiser, "dit": DiTDenoiser}
