@@ -208,3 +208,23 @@ def test_reproduce_command_parses_back_to_the_same_settings(fake_judge):
     assert (env, prog) == ("HF_HUB_OFFLINE=1", "ldlm")
     args = cli.build_parser().parse_args(argv)
     assert cli._suite_config(args) == cfg and args.out == "results/x.json" and args.run_dir == "runs/fake"
+
+
+def _row(entropy, div):
+    return {"entropy": {"mean": entropy}, "div": {"mean": div}}
+
+
+def test_collapse_check_flags_repetition_not_healthy_samples():
+    real = _row(3.03, 0.81)
+    healthy = suite.collapse_check(_row(2.97, 0.84), real)
+    assert not healthy["collapsed"] and healthy["entropy_ratio"] == pytest.approx(2.97 / 3.03)
+    assert suite.collapse_check(_row(0.93, 0.009), real)["collapsed"]  # "her her her she she she"
+    assert suite.collapse_check(_row(2.9, 0.2), real)["collapsed"]  # varied words, repeated phrases
+    assert suite.collapse_check(_row(2.5, 0.8), real)["collapsed"]  # entropy 0.83x
+    assert not suite.collapse_check(_row(None, None), real)["collapsed"]  # undefined metrics: no verdict
+
+
+def test_evaluate_report_carries_the_collapse_verdict(fake_judge):
+    report = evaluate_model(FakeModel(), TRAIN, HELDOUT, SuiteConfig(num_samples=4, seeds=(0, 1)))
+    assert set(report["collapse"]) >= {"collapsed", "entropy_ratio", "div_ratio"}
+    assert report["collapse"]["collapsed"] == any("collapsed" in w for w in report["warnings"])

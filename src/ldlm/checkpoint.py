@@ -101,6 +101,19 @@ def latest_checkpoint(root: Path) -> tuple[Path, dict, dict[str, dict[str, torch
     return None
 
 
+def load_ema_weights(model: torch.nn.Module, path: Path) -> int:
+    """Load the EMA weights of a training checkpoint (``<stage>/checkpoints/step_N``) into ``model``: every entry
+    of the checkpoint's task whose name and shape match one of the model's (a task holds model parts under the
+    same names, e.g. ``denoiser.*``). Returns how many tensors were loaded; none is a CheckpointError."""
+    _, parts = read_checkpoint(Path(path))
+    own = model.state_dict()
+    matched = {k: v for k, v in parts["ema"].items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise CheckpointError(f"{path}: none of its {len(parts['ema'])} tensors fits this model (another run's?)")
+    model.load_state_dict(matched, strict=False)
+    return len(matched)
+
+
 # --------------------------------------------------------------------------------------- optimiser state
 
 

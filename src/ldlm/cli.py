@@ -8,7 +8,7 @@ ldlm sample RUN_DIR --source-file F [--guidance-scale 1] [--candidates k]   seq2
 ldlm quickstart [--out results/quickstart.json]
 ldlm report RUN_DIR --out results/NAME.json  judge samples vs an untrained twin, plot learning curves
 ldlm configs                              list the presets
-ldlm evaluate RUN_DIR [-n 128] [--seeds 0,1,2] [--paper]   judge PPL, MAUVE, Div, entropy, Mem (mean ± std)
+ldlm evaluate RUN_DIR [-n 128] [--seeds 0,1,2] [--paper] [--checkpoint DIR]   judge PPL, MAUVE, Div, entropy, Mem
                                           for samples and real held-out texts -> results/NAME_report.{json,md,png}
 ldlm sweep RUN_DIR [--steps-list 10,25,50,100,200]         quality vs sampling steps -> JSON + PNG
 ldlm probe {interpolation,robustness,mismatch,trajectory,loss-t,positions,all} RUN_DIR   latent-space probes
@@ -128,8 +128,23 @@ def _load_for_evaluation(args: argparse.Namespace):
     from ldlm.recipes.cosmos import load_cosmos_data
 
     model = load_model(args.run_dir, device=args.device)  # recipe: ar reads the same texts as COSMOS
+    if getattr(args, "checkpoint", None):
+        _load_training_checkpoint(model, Path(args.checkpoint))
     data = load_cosmos_data(model.cfg)
     return model, data.train, data.valid
+
+
+def _load_training_checkpoint(model, path: Path) -> None:
+    """Swap the EMA weights of a checkpoint of the run's last stage into ``model`` (a point on its learning curve)."""
+    from ldlm.checkpoint import CheckpointError, load_ema_weights
+
+    if not path.is_dir():
+        raise CLIError(f"--checkpoint {str(path)!r} is not a directory: name one of RUN_DIR/<stage>/checkpoints/step_*")
+    try:
+        n = load_ema_weights(model, path)
+    except CheckpointError as err:
+        raise CLIError(f"--checkpoint: {err}") from None
+    print(f"loaded {n} EMA tensors from {path}", file=sys.stderr)
 
 
 def _suite_config(args: argparse.Namespace):
@@ -170,6 +185,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     paths = write_report(report, args.out or f"results/{model.cfg.name}_report.json")
     for row in ("model", "reference"):
         print(f"{row:9s} {_summary_line(report[row])}")
+    if report["collapse"]["collapsed"]:
+        print("COLLAPSED: " + report["warnings"][-1], file=sys.stderr)
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
 
 
@@ -358,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_judge_options(p, num_samples=128, seeds="0,1,2")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's config)")
     p.add_argument("--paper", action="store_true", help="the papers' scale: 1,000 samples x 5 seeds")
+    p.add_argument(
+        "--checkpoint", default=None, help="evaluate the EMA weights of RUN_DIR/<stage>/checkpoints/step_N instead"
+    )
     _add_seq2seq_options(p)
     p.add_argument("--bertscore-model", default="minilm-l6", help="seq2seq: BERTScore model (short name or dir)")
     p.add_argument("--no-bertscore", action="store_true", help="seq2seq: skip BERTScore")

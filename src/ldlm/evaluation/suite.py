@@ -27,6 +27,7 @@ __all__ = [
     "SuiteConfig",
     "TextScorer",
     "build_scorer",
+    "collapse_check",
     "evaluate_model",
     "generate_texts",
     "model_info",
@@ -251,6 +252,15 @@ def score_texts(texts: dict, train_texts: Sequence[str], cfg: SuiteConfig, judge
     for row in ("model", "reference"):
         report[row] = {m: summarize([r[row][m] for r in per_seed]) for m in METRICS}
         report[row]["num_empty"] = sum(r[row]["num_empty"] for r in per_seed)
+    report["collapse"] = collapse_check(report["model"], report["reference"])
+    if report["collapse"]["collapsed"]:
+        c = report["collapse"]
+        ratios = ", ".join(f"{m} {c[f'{m}_ratio']:.2f}x" for m in ("entropy", "div") if c[f"{m}_ratio"] is not None)
+        warnings.append(
+            f"samples collapsed: {ratios} the reference's (floors: entropy {c['entropy_ratio_min']}x, "
+            f"div {c['div_ratio_min']}x): a low judge PPL here is repetition"
+        )
+        log.warning(warnings[-1])
     report.update(
         per_seed=per_seed,
         generation_seconds_per_sample=sum(r["generation_seconds"] for r in per_seed)
@@ -259,6 +269,18 @@ def score_texts(texts: dict, train_texts: Sequence[str], cfg: SuiteConfig, judge
         seconds=texts["seconds"] + time.perf_counter() - start,
     )
     return report
+
+
+def collapse_check(model_row: dict, reference_row: dict, *, entropy_ratio: float = 0.9, div_ratio: float = 0.5) -> dict:
+    """Flags samples that collapsed into repetition: mean entropy below ``entropy_ratio`` x the reference's or mean
+    Div below ``div_ratio`` x the reference's (a low judge PPL from "she she she" must not read as fluency)."""
+    out: dict = {"entropy_ratio_min": entropy_ratio, "div_ratio_min": div_ratio, "collapsed": False}
+    for metric, floor in (("entropy", entropy_ratio), ("div", div_ratio)):
+        ours, real = model_row[metric]["mean"], reference_row[metric]["mean"]
+        ratio = ours / real if ours is not None and real else None
+        out[f"{metric}_ratio"] = ratio
+        out["collapsed"] |= ratio is not None and ratio < floor
+    return out
 
 
 def evaluate_model(
