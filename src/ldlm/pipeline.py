@@ -78,38 +78,22 @@ class LatentDiffusionLM(nn.Module):
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write ``config.json`` + ``model.safetensors`` into ``path`` atomically (temp dir, then rename)."""
-        path = Path(path)
-        with atomic_directory(path) as tmp:
-            atomic_write_json(tmp / CONFIG_NAME, self.cfg.to_dict())
-            save_safetensors(self.trained_state_dict(), tmp / WEIGHTS_NAME)
-        return path
+        return write_pretrained(path, self.cfg, self.trained_state_dict())
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> LatentDiffusionLM:
         """Load a directory written by :meth:`save_pretrained` (or a run directory holding ``model/``)."""
-        path = Path(path)
-        if (path / "model" / CONFIG_NAME).exists():
-            path = path / "model"
-        if not (path / CONFIG_NAME).exists():
+        cfg, state, weights = read_pretrained(path)
+        if cfg.recipe == "ar":
             raise WeightFileError(
-                f"{path} holds no trained model ({CONFIG_NAME} missing): pass a directory written by "
-                "save_pretrained or a finished `ldlm train` run directory"
+                f"{weights.parent} holds recipe='ar' (the autoregressive baseline): load it with "
+                "ldlm.pipeline.load_model"
             )
-        weights = path / WEIGHTS_NAME
-        if not weights.exists():
-            others = sorted(p.name for p in path.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
-            hint = f" (found {', '.join(others)}: ldlm never unpickles weight files)" if others else ""
-            raise WeightFileError(f"{path} has no {WEIGHTS_NAME}{hint}")
-        try:
-            cfg = config_from_dict(json.loads((path / CONFIG_NAME).read_text()))
-        except (json.JSONDecodeError, ConfigError) as err:
-            raise WeightFileError(f"{path / CONFIG_NAME} is not a valid ldlm config: {err}") from err
         model = cls(cfg)
-        state = load_safetensors(weights)
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)
         except RuntimeError as err:  # shape mismatches
-            raise WeightFileError(f"{weights} does not match {path / CONFIG_NAME}: {err}") from err
+            raise WeightFileError(f"{weights} does not match {weights.parent / CONFIG_NAME}: {err}") from err
         missing = [k for k in missing if not k.startswith("encoder.model.")]
         if missing or unexpected:
             raise WeightFileError(
@@ -122,20 +106,8 @@ class LatentDiffusionLM(nn.Module):
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """texts -> input_ids, attention_mask: (B, L) padded/truncated to max_length as in training: the padded rows
         of :func:`tokenize_texts`, or no special tokens when the model was trained on packed chunks (none there)."""
-        if not texts:
-            raise ValueError("no texts given")
-        if not self.cfg.data.packing:
-            tok = tokenize_texts(self.encoder.tokenizer, list(texts), self.max_length)
-            return tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
-        enc = self.encoder.tokenizer(
-            list(texts),
-            padding="max_length",
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-            add_special_tokens=False,
-        )
-        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        ids, mask = texts_to_ids(self.encoder.tokenizer, texts, self.max_length, packing=self.cfg.data.packing)
+        return ids.to(self.device), mask.to(self.device)
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Normalised frozen-encoder features h: (B, L, D), zero at padding."""
@@ -165,27 +137,7 @@ class LatentDiffusionLM(nn.Module):
         Packed-chunk models (``data.packing``) generate several texts per row, separated by EOS/SEP: every
         segment is kept, joined by a space.
         """
-        tok = self.encoder.tokenizer
-        stops = {i for i in (tok.sep_token_id, tok.eos_token_id, tok.pad_token_id) if i is not None}
-        starts = {i for i in (tok.cls_token_id, tok.bos_token_id) if i is not None}
-        texts = []
-        for row in ids.tolist():
-            if row and row[0] in starts:
-                row = row[1:]
-            if self.cfg.data.packing:
-                segments, current = [], []
-                for t in row:
-                    if t in stops:
-                        segments.append(current)
-                        current = []
-                    else:
-                        current.append(t)
-                segments.append(current)
-            else:
-                segments = [row[: next((i for i, t in enumerate(row) if t in stops), len(row))]]
-            decoded = (decode_text(tok, s) for s in segments)
-            texts.append(" ".join(" ".join(d.split()) for d in decoded if d.strip()))
-        return texts
+        return ids_to_texts(self.encoder.tokenizer, ids, packing=self.cfg.data.packing)
 
     def decode(self, latents: torch.Tensor) -> list[str]:
         """Normalised latents (B, N, d) -> texts."""
@@ -274,3 +226,104 @@ class LatentDiffusionLM(nn.Module):
         from ldlm.mbr import mbr_select
 
         return mbr_select([texts[i : i + k] for i in range(0, len(texts), k)])
+
+
+# ---------------------------------------------------------------------------- shared by every saved model
+
+
+def texts_to_ids(tokenizer, texts: list[str], max_length: int, *, packing: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """texts -> input_ids, attention_mask: (B, L) as in training: the padded rows of :func:`tokenize_texts`, or
+    no special tokens when the model was trained on packed chunks (none there)."""
+    if not texts:
+        raise ValueError("no texts given")
+    if not packing:
+        tok = tokenize_texts(tokenizer, list(texts), max_length)
+        return tok.input_ids, tok.attention_mask
+    enc = tokenizer(
+        list(texts),
+        padding="max_length",
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
+        add_special_tokens=False,
+    )
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def ids_to_texts(tokenizer, ids: torch.Tensor, *, packing: bool) -> list[str]:
+    """Cut each row (B, L) at its first end token (SEP/EOS) or padding, drop specials, detokenise cleanly.
+
+    Packed-chunk models (``data.packing``) generate several texts per row, separated by EOS/SEP: every segment is
+    kept, joined by a space.
+    """
+    stops = {i for i in (tokenizer.sep_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
+    starts = {i for i in (tokenizer.cls_token_id, tokenizer.bos_token_id) if i is not None}
+    texts = []
+    for row in ids.tolist():
+        if row and row[0] in starts:
+            row = row[1:]
+        if packing:
+            segments, current = [], []
+            for t in row:
+                if t in stops:
+                    segments.append(current)
+                    current = []
+                else:
+                    current.append(t)
+            segments.append(current)
+        else:
+            segments = [row[: next((i for i, t in enumerate(row) if t in stops), len(row))]]
+        decoded = (decode_text(tokenizer, s) for s in segments)
+        texts.append(" ".join(" ".join(d.split()) for d in decoded if d.strip()))
+    return texts
+
+
+def write_pretrained(path: str | Path, cfg: RunConfig, state: dict[str, torch.Tensor]) -> Path:
+    """``config.json`` + ``model.safetensors`` into ``path`` atomically (temp dir, then rename)."""
+    path = Path(path)
+    with atomic_directory(path) as tmp:
+        atomic_write_json(tmp / CONFIG_NAME, cfg.to_dict())
+        save_safetensors(state, tmp / WEIGHTS_NAME)
+    return path
+
+
+def pretrained_dir(path: str | Path) -> Path:
+    """A directory written by ``save_pretrained``: ``path`` itself or a run directory's ``model/``."""
+    path = Path(path)
+    if (path / "model" / CONFIG_NAME).exists():
+        path = path / "model"
+    if not (path / CONFIG_NAME).exists():
+        raise WeightFileError(
+            f"{path} holds no trained model ({CONFIG_NAME} missing): pass a directory written by "
+            "save_pretrained or a finished `ldlm train` run directory"
+        )
+    return path
+
+
+def read_pretrained(path: str | Path) -> tuple[RunConfig, dict[str, torch.Tensor], Path]:
+    """(config, state dict, weight file) of a saved model; safetensors only, never an unpickled file."""
+    path = pretrained_dir(path)
+    weights = path / WEIGHTS_NAME
+    if not weights.exists():
+        others = sorted(p.name for p in path.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        hint = f" (found {', '.join(others)}: ldlm never unpickles weight files)" if others else ""
+        raise WeightFileError(f"{path} has no {WEIGHTS_NAME}{hint}")
+    try:
+        cfg = config_from_dict(json.loads((path / CONFIG_NAME).read_text()))
+    except (json.JSONDecodeError, ConfigError) as err:
+        raise WeightFileError(f"{path / CONFIG_NAME} is not a valid ldlm config: {err}") from err
+    return cfg, load_safetensors(weights), weights
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Any saved model, by the ``recipe`` of its config: an :class:`~ldlm.baselines.ar.ARLanguageModel` for
+    ``recipe: ar``, a :class:`LatentDiffusionLM` otherwise. Both offer tokenize / ids_to_texts / generate."""
+    try:
+        recipe = json.loads((pretrained_dir(path) / CONFIG_NAME).read_text()).get("recipe")
+    except (OSError, ValueError, AttributeError):
+        recipe = None  # unreadable: the loader below reports why
+    if recipe == "ar":
+        from ldlm.baselines.ar import ARLanguageModel
+
+        return ARLanguageModel.from_pretrained(path, device=device)
+    return LatentDiffusionLM.from_pretrained(path, device=device)
