@@ -94,6 +94,13 @@ def test_loss_vs_t_equals_diffusion_loss(model):
             g = torch.Generator().manual_seed(5 + i)
             loss = diffusion_loss(model.denoiser, model.schedule, z0, tb, self_condition_prob=p, generator=g)
             assert out["curves"][label]["loss"][i] == pytest.approx(loss.mean().item())
+        # the identity baseline with the same eps: its error is (1 - alpha) / alpha * E[eps^2] ~ (1 - alpha) / alpha
+        alpha = model.schedule.alpha(torch.tensor(t)).item()
+        assert out["curves"]["identity z_t / sqrt(alpha)"]["loss"][i] == pytest.approx((1 - alpha) / alpha, rel=0.5)
+    assert out["beats_identity_at_t_le_0.05"] is None  # no t <= 0.05 on this grid
+    dense = probes.loss_vs_t_probe(model, TEXTS, ts=(0.01, 0.05, 0.5), seed=5)
+    ident, ours = dense["curves"]["identity z_t / sqrt(alpha)"]["loss"], dense["curves"]["self-conditioned"]["loss"]
+    assert dense["beats_identity_at_t_le_0.05"] == (ours[0] < ident[0] and ours[1] < ident[1])
 
 
 def test_position_probe_per_position_figures_by_hand(model):

@@ -230,21 +230,38 @@ def trajectory_probe(
     }
 
 
+LOSS_T_GRID = (0.01, 0.02, 0.03, 0.04, *(i / 20 for i in range(1, 20)))  # dense at small t, where words are settled
+
+
 @torch.inference_mode()
-def loss_vs_t_probe(
-    model, texts: Sequence[str], *, ts: Sequence[float] = tuple(i / 20 for i in range(1, 20)), seed: int = 0
-) -> dict:
-    """Held-out x0-MSE diffusion loss at fixed t, without and with self-conditioning (one fixed ε per t)."""
+def loss_vs_t_probe(model, texts: Sequence[str], *, ts: Sequence[float] = LOSS_T_GRID, seed: int = 0) -> dict:
+    """Held-out x0-MSE diffusion loss at fixed t, without and with self-conditioning (one fixed eps per t), beside
+    the identity baseline x0_hat = z_t / sqrt(alpha) with the same eps, which a useful denoiser must beat at small t."""
     texts = _check_texts(texts)
     z0 = model.encode(texts)  # (B, N, d)
-    curves: dict = {"no self-conditioning": {"loss": []}, "self-conditioned": {"loss": []}}
+    labels = ("no self-conditioning", "self-conditioned", "identity z_t / sqrt(alpha)")
+    curves: dict = {label: {"loss": []} for label in labels}
     for i, t in enumerate(ts):
         tb = torch.full((z0.shape[0],), float(t), device=model.device)
-        for label, p in (("no self-conditioning", 0.0), ("self-conditioned", 1.0)):
-            g = torch.Generator().manual_seed(seed + i)  # the same ε for both variants
+        for label, p in zip(labels[:2], (0.0, 1.0), strict=True):
+            g = torch.Generator().manual_seed(seed + i)  # the same eps for both variants and the baseline
             loss = diffusion_loss(model.denoiser, model.schedule, z0, tb, self_condition_prob=p, generator=g)
             curves[label]["loss"].append(loss.mean().item())
-    return {"probe": "loss-t", "x": "t", "t": list(ts), "curves": curves, "num_texts": len(texts), "seed": seed}
+        eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed + i)).to(z0.device)
+        alpha = model.schedule.alpha(tb[:1])
+        identity = model.schedule.add_noise(z0, tb, eps) / alpha.sqrt()
+        curves[labels[2]]["loss"].append(((identity - z0) ** 2).mean().item())
+    beats = [m < b for m, b in zip(curves[labels[1]]["loss"], curves[labels[2]]["loss"], strict=True)]
+    small = [b for t, b in zip(ts, beats, strict=True) if t <= 0.05]
+    return {
+        "probe": "loss-t",
+        "x": "t",
+        "t": list(ts),
+        "curves": curves,
+        "beats_identity_at_t_le_0.05": all(small) if small else None,
+        "num_texts": len(texts),
+        "seed": seed,
+    }
 
 
 @torch.inference_mode()
