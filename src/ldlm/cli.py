@@ -11,6 +11,7 @@ ldlm configs                              list the presets
 ldlm evaluate RUN_DIR [-n 128] [--seeds 0,1,2] [--paper] [--checkpoint DIR]   judge PPL, MAUVE, Div, entropy, Mem
                                           for samples and real held-out texts -> results/NAME_report.{json,md,png}
 ldlm sweep RUN_DIR [--steps-list 10,25,50,100,200]         quality vs sampling steps -> JSON + PNG
+ldlm curve RUN_DIR [RUN_DIR ...] [--minutes 15,30,60]   quality of kept checkpoints vs training minutes
 ldlm probe {interpolation,robustness,mismatch,trajectory,loss-t,positions,all} RUN_DIR   latent-space probes
 ldlm bench [--smoke] [--out results/bench.json]   sampling speed vs GPT-2, step cost, % of matmul peak -> JSON + PNG
 ldlm ablate TABLE [--seeds 0,1,2] [--rows r1,r2] [--dry-run] [--report-only] [--generate-only]
@@ -257,6 +258,45 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
 
 
+def _cmd_curve(args: argparse.Namespace) -> None:
+    """Quality of each run's kept checkpoints against training minutes, all scored against the first run's held-out
+    texts (the runs must share data and tokenizer, as a COSMOS run and its AR baseline do)."""
+    import random
+
+    from ldlm.evaluation.curve import curve_points, learning_curve, with_collapse_flags, write_curve
+    from ldlm.evaluation.suite import build_scorer, summarize
+    from ldlm.evaluation.sweep import SWEEP_METRICS
+    from ldlm.pipeline import load_model
+
+    cfg = _suite_config(args)
+    run_dirs = [args.run_dir, *args.more_run_dirs]
+    model, train, heldout = _load_for_evaluation(args)
+    scorer, pool = build_scorer(model, train, heldout, cfg)
+    real = [scorer.score(random.Random(seed).sample(pool, cfg.num_samples))[0] for seed in cfg.seeds]
+    reference = {m: summarize([r[m] for r in real]) for m in SWEEP_METRICS}
+    curves = {}
+    for run_dir in run_dirs:
+        try:
+            points = curve_points(run_dir, args.minutes)
+        except (FileNotFoundError, KeyError) as err:
+            raise CLIError(f"{run_dir}: no learning curve to read ({err}); train it with save_every > 0") from None
+        loader = lambda run_dir=run_dir: load_model(run_dir, device=args.device)
+        curve = with_collapse_flags(learning_curve(loader, run_dir, points, scorer, cfg), reference)
+        curves[curve["config"]] = curve
+        for row in curve["rows"]:
+            flag = " COLLAPSED" if row["collapse"]["collapsed"] else ""
+            print(f"{curve['config']:>16s} {row['minutes']:7.1f} min (step {row['step']}): {_summary_line(row)}{flag}")
+    paths = write_curve(curves, args.out or f"results/{model.cfg.name}_curve.json", reference)
+    print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _cmd_probe(args: argparse.Namespace) -> None:
     from ldlm.evaluation import probes
     from ldlm.evaluation.judge import JudgeLM
@@ -387,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_judge_options(p, num_samples=64, seeds="0")
     p.add_argument("--steps-list", type=_int_list, default=_int_list("10,25,50,100,200"))
     p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("curve", help="judge PPL, entropy, MAUVE, Div of kept checkpoints against training minutes")
+    _add_judge_options(p, num_samples=128, seeds="0")
+    p.add_argument("more_run_dirs", nargs="*", help="more runs on the same data, drawn on the same plot")
+    p.add_argument("--minutes", type=_float_list, default=None, help="only the checkpoints nearest these minutes")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's config)")
+    p.set_defaults(func=_cmd_curve)
 
     p = sub.add_parser("probe", help="latent-space probes (JSON + PNG each)")
     p.add_argument(

@@ -1,0 +1,123 @@
+"""Quality against training time: judge PPL, entropy, MAUVE and Div of a run's kept checkpoints (EMA weights).
+
+The run's last stage (the one trained last: diffusion for COSMOS, ``ar`` for the AR baseline) keeps checkpoints
+every ``save_every`` steps; each is put into the saved model in turn and scored by the suite's scorer (same judge,
+MAUVE reference and texts as ``ldlm evaluate``). Minutes are the run's training minutes when the checkpoint was
+written: the time spent before the stage plus the stage's ``elapsed_s`` at that step (its ``metrics.jsonl``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from ldlm.checkpoint import list_checkpoints, load_ema_weights
+from ldlm.evaluation.figures import plot_curves
+from ldlm.evaluation.suite import SuiteConfig, TextScorer, collapse_check, model_info, protocol, summarize
+from ldlm.evaluation.sweep import SWEEP_METRICS
+from ldlm.io import atomic_write_json
+
+__all__ = ["CurvePoint", "curve_points", "learning_curve", "write_curve"]
+
+CurvePoint = tuple[int, float, Path | None]  # (step, training minutes, checkpoint dir or None for the final model)
+
+
+def _last_stage(run_dir: Path) -> Path:
+    stages = [p.parent for p in run_dir.glob("*/metrics.jsonl") if (p.parent / "checkpoints").is_dir()]
+    if not stages:
+        raise FileNotFoundError(f"{run_dir} has no stage with checkpoints (set the stage's save_every > 0)")
+    return max(stages, key=lambda p: (p / "metrics.jsonl").stat().st_mtime)
+
+
+def curve_points(run_dir: str | Path, minutes: Sequence[float] | None = None) -> list[CurvePoint]:
+    """The checkpoints of the run's last stage with their training minutes, plus the final model; with ``minutes``
+    only the checkpoint nearest to each requested time (and the final model)."""
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    stage = _last_stage(run_dir)
+    elapsed = {}
+    for line in (stage / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "elapsed_s" in row:
+            elapsed[row["step"]] = row["elapsed_s"]  # a resumed run logs a step again: the last line wins
+    total, last_step = float(summary["train_minutes"]), max(elapsed)
+    offset = total - elapsed[last_step] / 60  # everything before the stage's first step (features, stages, ...)
+    points: list[CurvePoint] = []
+    for path in sorted(list_checkpoints(stage / "checkpoints")):
+        step = int(path.name.removeprefix("step_"))
+        if step in elapsed:
+            points.append((step, offset + elapsed[step] / 60, path))
+    if minutes is not None and points:
+        chosen = {min(points, key=lambda p: abs(p[1] - m)) for m in minutes if m < total}
+        points = sorted(chosen)
+    return [*points, (last_step, total, None)]
+
+
+def learning_curve(
+    load_model, run_dir: str | Path, points: Sequence[CurvePoint], scorer: TextScorer, cfg: SuiteConfig
+) -> dict:
+    """Score ``cfg.num_samples`` samples per seed at every point; ``load_model()`` returns a fresh saved model."""
+    rows, warnings, model = [], [], None
+    for step, minutes, ckpt in points:
+        model = load_model()
+        if ckpt is not None:
+            load_ema_weights(model, ckpt)
+        scores = []
+        for seed in cfg.seeds:
+            samples = model.generate(
+                cfg.num_samples, steps=cfg.steps, sampler=cfg.sampler, seed=seed, batch_size=cfg.gen_batch_size
+            )
+            values, notes = scorer.score(samples)
+            scores.append(values)
+            warnings += [f"step {step}, seed {seed}: {n}" for n in notes]
+        row = {"step": step, "minutes": round(minutes, 2), "checkpoint": str(ckpt) if ckpt else "final model"}
+        row.update({m: summarize([s[m] for s in scores]) for m in SWEEP_METRICS})
+        row["first_sample"] = samples[0]
+        rows.append(row)
+    return {
+        "run": str(run_dir),
+        "config": model.cfg.name,
+        "protocol": protocol(cfg, model_info(model), scorer),
+        "rows": rows,
+        "warnings": warnings,
+    }
+
+
+def with_collapse_flags(curve: dict, reference: dict) -> dict:
+    """Each row gets the suite's collapse verdict against the real-text ``reference`` row (mean/std per metric)."""
+    for row in curve["rows"]:
+        row["collapse"] = collapse_check(row, reference)
+    return curve
+
+
+def write_curve(curves: dict[str, dict], out: str | Path, reference: dict | None = None) -> dict[str, Path]:
+    """JSON ``{label: curve}`` at ``out`` and a PNG beside it: each metric against training minutes, one line per
+    run, the real texts' mean as a flat line when ``reference`` (a suite row) is given."""
+    out = Path(out)
+
+    def series(metric: str) -> dict:
+        lines = {
+            label: ([r["minutes"] for r in c["rows"]], [r[metric]["mean"] for r in c["rows"]])
+            for label, c in curves.items()
+        }
+        if reference is not None and reference[metric]["mean"] is not None:
+            xs = [r["minutes"] for c in curves.values() for r in c["rows"]]
+            lines["real held-out texts"] = ([min(xs), max(xs)], [reference[metric]["mean"]] * 2)
+        return lines
+
+    panels = [
+        ("judge PPL (token-level)", "PPL", series("judge_ppl")),
+        ("unigram entropy", "nats", series("entropy")),
+        ("MAUVE", "MAUVE", series("mauve")),
+        ("Div", "Div", series("div")),
+    ]
+    png = plot_curves(
+        out.with_suffix(".png"),
+        panels,
+        xlabel="training minutes",
+        title="quality vs training time",
+        log_panels=("judge PPL (token-level)",),
+    )
+    atomic_write_json(out, {"curves": curves, "reference": reference})
+    return {"json": out, "png": png}
