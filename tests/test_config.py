@@ -98,6 +98,11 @@ def test_overrides_are_coerced_to_the_field_types():
     assert cfg.diffusion_train.lr == pytest.approx(1e-3)
 
 
+@pytest.mark.parametrize("sampler", ["euler", "euler_maruyama", "ddim", "ddpm", "dpmpp_2m"])
+def test_every_sampler_is_a_valid_sample_sampler(sampler):
+    assert load_config("tiny", [f"sample.sampler={sampler}"]).sample.sampler == sampler
+
+
 def test_override_none_for_optional_field():
     cfg = load_config("tiny", ["data.max_texts=null", "autoencoder.latent_dim=32"])
     assert cfg.data.max_texts is None and cfg.autoencoder.latent_dim == 32

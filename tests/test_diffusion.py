@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from ldlm.config import DiffusionConfig
+from ldlm.config import SAMPLER_NAMES, DiffusionConfig
 from ldlm.diffusion import SAMPLERS, build_denoiser, build_schedule, diffusion_loss, sample_latents
+from ldlm.diffusion.samplers import time_grid
 from ldlm.diffusion.schedule import CosineSchedule, TanSchedule
 from ldlm.diffusion.timesteps import build_timestep_sampler
 
@@ -107,7 +108,7 @@ def test_samplers_recover_gaussian_data(sampler, mu, sigma):
 
 
 def test_sampler_registry():
-    assert set(SAMPLERS) == {"euler", "euler_maruyama", "ddim", "ddpm"}
+    assert set(SAMPLERS) == {"euler", "euler_maruyama", "ddim", "ddpm", "dpmpp_2m"} == set(SAMPLER_NAMES)
     with pytest.raises(ValueError, match="heun"):
         sample_latents(lambda z, t, x: z, TanSchedule(5.0), (2, 1), steps=2, sampler="heun")
     with pytest.raises(ValueError, match="steps"):
@@ -178,7 +179,7 @@ def test_euler_maruyama_is_stochastic_given_the_start():
 
 
 @pytest.mark.parametrize("steps", [1, 7])
-@pytest.mark.parametrize("sampler", ["euler", "euler_maruyama", "ddim", "ddpm"])
+@pytest.mark.parametrize("sampler", ["euler", "euler_maruyama", "ddim", "ddpm", "dpmpp_2m"])
 def test_any_step_count_works(steps, sampler):
     s = TanSchedule(5.0)
     calls = []
@@ -191,7 +192,13 @@ def test_any_step_count_works(steps, sampler):
     assert x.shape == (8, 3, 2) and torch.isfinite(x).all()
     assert len(calls) == steps  # one denoiser call (NFE) per step
     assert calls[0] == pytest.approx(s.t_max)
-    expected_grid = torch.linspace(s.t_max, 0, steps + 1)[:-1]
+    if sampler == "dpmpp_2m":  # uniform in lambda = log(sqrt(alpha) / sqrt(1 - alpha)) (tests/test_dpm_solver.py)
+        expected_grid = time_grid(s, sampler, steps, s.t_max)[:-1]
+        if steps > 1:
+            lam = s.lambda_t(torch.tensor(calls, dtype=torch.float64))
+            torch.testing.assert_close(lam.diff(), lam.diff()[:1].expand(steps - 1), rtol=1e-4, atol=0)
+    else:
+        expected_grid = torch.linspace(s.t_max, 0, steps + 1)[:-1]
     torch.testing.assert_close(torch.tensor(calls), expected_grid)
 
 

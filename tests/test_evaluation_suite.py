@@ -62,7 +62,7 @@ class FakeModel:
         self.calls = []
 
     def generate(self, n, *, steps=None, sampler=None, seed=None, batch_size=None):
-        self.calls.append({"n": n, "steps": steps, "seed": seed})
+        self.calls.append({"n": n, "steps": steps, "seed": seed, "sampler": sampler})
         base = "gen alpha beta gamma delta x y z".split()
         return [" ".join([*base[: self.words - 1], f"s{seed}i{i}"][: self.words]) for i in range(n)]
 
@@ -196,6 +196,54 @@ def test_sweep_command(fake_run, tmp_path):
     assert [r["steps"] for r in result["rows"]] == [5, 20] and [c["steps"] for c in fake_run.calls] == [5, 20]
     assert result["rows"][0]["judge_ppl"]["mean"] == pytest.approx(16.0)
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert "sampler" not in result["rows"][0] and result["protocol"]["sampler"] == "euler"  # the single-sampler form
+
+
+def test_sweep_command_compares_samplers(fake_run, tmp_path, capsys, monkeypatch):
+    from ldlm.evaluation import sweep
+
+    plotted = []
+    monkeypatch.setattr(sweep, "plot_curves", lambda out, panels, **kw: plotted.append(panels) or out)
+    out = tmp_path / "fewstep.json"
+    argv = ["sweep", "runs/fake", "-n", "4", "--seeds", "0,1", "--steps-list", "16,8", "--out", str(out)]
+    assert cli.main([*argv, "--samplers", "euler,ddim,dpmpp_2m"]) == 0
+    result = json.loads(out.read_text())
+    assert [(r["sampler"], r["steps"]) for r in result["rows"]] == [
+        (s, n) for s in ("euler", "ddim", "dpmpp_2m") for n in (8, 16)
+    ]
+    assert [(c["sampler"], c["steps"], c["seed"]) for c in fake_run.calls] == [
+        (s, n, seed) for s in ("euler", "ddim", "dpmpp_2m") for n in (8, 16) for seed in (0, 1)
+    ]
+    row = result["rows"][-1]
+    assert row["judge_ppl"]["n"] == 2 and row["seconds_per_sample"] >= 0 and {"entropy", "mauve"} <= set(row)
+    assert result["protocol"]["samplers"] == ["euler", "ddim", "dpmpp_2m"] and "sampler" not in result["protocol"]
+    # one PNG: every panel (judge PPL, entropy, MAUVE, s/sample) has a line per sampler against the model calls
+    assert len(plotted) == 1 and [name for name, _, _ in plotted[0]][2:] == ["MAUVE", "generation time"]
+    for _, _, series in plotted[0]:
+        assert list(series) == ["euler", "ddim", "dpmpp_2m"] and all(xs == [8, 16] for xs, _ in series.values())
+    assert "dpmpp_2m steps    16:" in capsys.readouterr().out
+
+
+def test_sweep_command_writes_one_png_with_a_line_per_sampler(fake_run, tmp_path):
+    out = tmp_path / "fewstep.json"
+    assert (
+        cli.main(["sweep", "runs/fake", "-n", "4", "--steps-list", "4", "--samplers", "euler,ddim", "--out", str(out)])
+        == 0
+    )
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--samplers", "euler,heun"], "--samplers euler,heun"),
+        (["--samplers", "euler,euler"], "at most once"),
+        (["--samplers", "euler,ddim", "--sampler", "ddim"], "not both"),
+    ],
+)
+def test_sweep_command_rejects_bad_sampler_lists(fake_run, capsys, extra, message):
+    assert cli.main(["sweep", "runs/fake", "-n", "4", "--steps-list", "4", *extra]) == 2
+    assert message in capsys.readouterr().err and not fake_run.calls
 
 
 def test_reproduce_command_parses_back_to_the_same_settings(fake_judge):

@@ -3,16 +3,18 @@
 ldlm train CONFIG [key.sub=value ...] [--resume]   train a preset (configs/) or a YAML file, e.g.
                                           ldlm train quickstart autoencoder_train.steps=500
                                           (multi-GPU: torchrun --nproc_per_node N -m ldlm.cli train ...)
-ldlm sample RUN_DIR [-n 16] [--steps 200] [--seed 0] [--out samples.txt]
+ldlm sample RUN_DIR [-n 16] [--steps 200] [--seed 0] [--out samples.txt]   RUN_DIR: a run/model dir or hub id owner/name
 ldlm sample RUN_DIR --source-file F [--guidance-scale 1] [--candidates k]   seq2seq: one output per source line
 ldlm quickstart [--out results/quickstart.json]
 ldlm report RUN_DIR --out results/NAME.json  judge samples vs an untrained twin, plot learning curves
 ldlm configs                              list the presets
 ldlm evaluate RUN_DIR [-n 128] [--seeds 0,1,2] [--paper] [--checkpoint DIR]   judge PPL, MAUVE, Div, entropy, Mem
                                           for samples and real held-out texts -> results/NAME_report.{json,md,png}
-ldlm sweep RUN_DIR [--steps-list 10,25,50,100,200]         quality vs sampling steps -> JSON + PNG
+ldlm sweep RUN_DIR [--steps-list 10,25,50,100,200] [--samplers euler,ddim,dpmpp_2m]   quality vs sampling steps
+                                          (= model calls), one line per sampler -> JSON + PNG
 ldlm curve RUN_DIR [RUN_DIR ...] [--minutes 15,30,60]   quality of kept checkpoints vs training minutes
 ldlm probe {interpolation,robustness,mismatch,trajectory,loss-t,positions,all} RUN_DIR   latent-space probes
+ldlm push RUN_DIR --repo owner/name [--private] [--revision BRANCH]   weights, config, card, results: one hub commit
 ldlm bench [--smoke] [--out results/bench.json]   sampling speed vs GPT-2, step cost, % of matmul peak -> JSON + PNG
 ldlm ablate TABLE [--seeds 0,1,2] [--rows r1,r2] [--dry-run] [--report-only] [--generate-only]
                   [--out-dir results/ablations] [--runs-dir runs/ablations] [--markdown docs/results.md]
@@ -56,7 +58,8 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     from ldlm.io import atomic_write_text
     from ldlm.pipeline import load_model
 
-    model = load_model(args.run_dir, device=args.device)  # a LatentDiffusionLM, or the AR baseline (recipe: ar)
+    # a LatentDiffusionLM, or the AR baseline (recipe: ar); a local directory or a hub id
+    model = load_model(args.run_dir, device=args.device, revision=args.revision)
     if args.source_file:
         texts = _sample_sources(model, args)
     else:
@@ -123,12 +126,20 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _name_list(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one name")
+    return values
+
+
 def _load_for_evaluation(args: argparse.Namespace):
     """The trained model of RUN_DIR with its training and held-out texts (as the run's config defines them)."""
     from ldlm.pipeline import load_model
     from ldlm.recipes.cosmos import load_cosmos_data
 
-    model = load_model(args.run_dir, device=args.device)  # recipe: ar reads the same texts as COSMOS
+    # recipe: ar reads the same texts as COSMOS; RUN_DIR may be a hub id
+    model = load_model(args.run_dir, device=args.device, revision=getattr(args, "revision", None))
     if getattr(args, "checkpoint", None):
         _load_training_checkpoint(model, Path(args.checkpoint))
     data = load_cosmos_data(model.cfg)
@@ -178,7 +189,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from ldlm.evaluation.suite import evaluate_model
     from ldlm.evaluation.writer import write_report
 
-    if _run_recipe(args.run_dir) == "seq2seq":
+    if _run_recipe(args.run_dir, args.revision) == "seq2seq":
         return _cmd_evaluate_seq2seq(args)
     cfg = _suite_config(args)
     model, train, heldout = _load_for_evaluation(args)
@@ -189,16 +200,36 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if report["collapse"]["collapsed"]:
         print("COLLAPSED: " + report["warnings"][-1], file=sys.stderr)
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    if not args.checkpoint:  # the saved weights were evaluated: their card carries the figures
+        from ldlm.evaluation.suite import METRICS
+        from ldlm.evaluation.writer import reproduce_command
+
+        command = reproduce_command(report).removeprefix("HF_HUB_OFFLINE=1 ")
+        command = command.replace(f"ldlm evaluate {report['run']}", "ldlm evaluate {model}", 1)
+        figures = {m: report["model"][m] for m in METRICS if m in report["model"]}
+        _update_card(args.run_dir, "unconditional", figures, command, str(paths["json"]))
 
 
-def _run_recipe(run_dir: str) -> str | None:
-    """The recipe named in a run's saved config (None when unreadable: the loader then reports why)."""
-    for path in (Path(run_dir) / "model" / "config.json", Path(run_dir) / "config.json"):
-        try:
-            return json.loads(path.read_text()).get("recipe")
-        except (OSError, ValueError):
-            continue
-    return None
+def _update_card(run_dir: str, kind: str, figures: dict, command: str, report: str) -> None:
+    """Record the figures in the model card of RUN_DIR when it is a local, writable model directory."""
+    from ldlm.model_card import record_evaluation
+
+    path = Path(run_dir)
+    model_dir = path / "model" if (path / "model" / "config.json").is_file() else path
+    if not (model_dir / "config.json").is_file() or not os.access(model_dir, os.W_OK):
+        return  # a hub id or a read-only directory: the card is updated where the model is pushed from
+    card = record_evaluation(model_dir, kind, figures, command, report)
+    print(f"updated the model card {card}", file=sys.stderr)
+
+
+def _run_recipe(run_dir: str, revision: str | None = None) -> str | None:
+    """The recipe named in a run's saved config, local or on the hub (None when unreadable: the loader reports why)."""
+    from ldlm.pipeline import pretrained_dir
+
+    try:
+        return json.loads((pretrained_dir(run_dir, revision=revision) / "config.json").read_text()).get("recipe")
+    except (OSError, ValueError):
+        return None
 
 
 def _cmd_evaluate_seq2seq(args: argparse.Namespace) -> None:
@@ -206,10 +237,11 @@ def _cmd_evaluate_seq2seq(args: argparse.Namespace) -> None:
     baselines -> results/NAME_seq2seq.json (or --out)."""
     from ldlm.evaluation.seq2seq import evaluate_pairs
     from ldlm.io import atomic_write_json
-    from ldlm.pipeline import LatentDiffusionLM
+    from ldlm.model_card import find_summary
+    from ldlm.pipeline import LatentDiffusionLM, pretrained_dir
     from ldlm.recipes.seq2seq import load_seq2seq_data
 
-    model = LatentDiffusionLM.from_pretrained(args.run_dir, device=args.device)
+    model = LatentDiffusionLM.from_pretrained(args.run_dir, device=args.device, revision=args.revision)
     _, heldout = load_seq2seq_data(model.cfg)
     result = evaluate_pairs(
         model,
@@ -222,8 +254,7 @@ def _cmd_evaluate_seq2seq(args: argparse.Namespace) -> None:
         num_candidates=args.candidates,
         bertscore_model=None if args.no_bertscore else args.bertscore_model,
     )
-    summary_file = Path(args.run_dir) / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    summary = find_summary(pretrained_dir(args.run_dir, revision=args.revision))
     result = {
         "config": model.cfg.name,
         "dataset": model.cfg.data.dataset,
@@ -242,19 +273,39 @@ def _cmd_evaluate_seq2seq(args: argparse.Namespace) -> None:
         f"{result['num_pairs']} held-out pairs x {len(result['seeds'])} seeds"
     )
     print(f"wrote {out}", file=sys.stderr)
+    figures = {k: result[k] for k in ("bleu", "rouge1", "rouge2", "rougeL", "bertscore_f1") if k in result}
+    command = " ".join("{model}" if word == args.run_dir else word for word in result["command"].split(" "))
+    _update_card(args.run_dir, "seq2seq", figures, command, str(out))
+
+
+def _cmd_push(args: argparse.Namespace) -> None:
+    from ldlm.hub import push_model
+
+    url = push_model(args.run_dir, args.repo, private=args.private or None, revision=args.revision, token=args.token)
+    print(f"pushed {args.run_dir} to {args.repo} in one commit: {url}")
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
+    from ldlm.config import SAMPLER_NAMES
     from ldlm.evaluation.suite import build_scorer
     from ldlm.evaluation.sweep import steps_sweep, write_sweep
 
+    samplers = args.samplers
+    if samplers is not None:
+        if args.sampler is not None:
+            raise CLIError("give --sampler (one sampler) or --samplers (several), not both")
+        unknown = [s for s in samplers if s not in SAMPLER_NAMES]
+        if unknown or len(set(samplers)) != len(samplers):
+            raise CLIError(f"--samplers {','.join(samplers)}: name each of {' | '.join(SAMPLER_NAMES)} at most once")
     cfg = _suite_config(args)
     model, train, heldout = _load_for_evaluation(args)
     scorer, _ = build_scorer(model, train, heldout, cfg)
-    result = steps_sweep(model, scorer, args.steps_list, cfg)
-    paths = write_sweep(result, args.out or f"results/{model.cfg.name}_steps_sweep.json")
+    result = steps_sweep(model, scorer, args.steps_list, cfg, samplers=samplers)
+    kind = "steps" if samplers is None else "sampler"
+    paths = write_sweep(result, args.out or f"results/{model.cfg.name}_{kind}_sweep.json")
     for row in result["rows"]:
-        print(f"steps {row['steps']:5d}: {_summary_line(row)}, {row['seconds_per_sample']:.3f} s/sample")
+        name = f"{row['sampler']:>14s} " if "sampler" in row else ""
+        print(f"{name}steps {row['steps']:5d}: {_summary_line(row)}, {row['seconds_per_sample']:.3f} s/sample")
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
 
 
@@ -327,7 +378,9 @@ def _add_judge_options(p: argparse.ArgumentParser, num_samples: int, seeds: str)
     p.add_argument("run_dir")
     p.add_argument("-n", "--num-samples", type=int, default=num_samples, help="samples per seed")
     p.add_argument("--seeds", type=_int_list, default=_int_list(seeds), help="comma-separated sampling seeds")
-    p.add_argument("--sampler", default=None, help="euler | euler_maruyama | ddim | ddpm (default: the run's config)")
+    p.add_argument(
+        "--sampler", default=None, help="euler | euler_maruyama | ddim | ddpm | dpmpp_2m (default: the run's config)"
+    )
     p.add_argument("--judge", default="smollm2-135m", help="judge causal LM: short name, local dir or hub id")
     p.add_argument("--mauve-max-len", type=int, default=256, help="judge tokens per text (BOS incl.), MAUVE and PPL")
     p.add_argument("--mauve-seed", type=int, default=25, help="MAUVE k-means seed")
@@ -388,12 +441,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("-n", "--num-samples", type=int, default=16)
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's config)")
-    p.add_argument("--sampler", default=None, help="euler | euler_maruyama | ddim | ddpm (default: the run's config)")
+    p.add_argument(
+        "--sampler", default=None, help="euler | euler_maruyama | ddim | ddpm | dpmpp_2m (default: the run's config)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="also write the texts here, one per line")
     p.add_argument("--source-file", default=None, help="seq2seq: .txt (one source a line) or .jsonl of sources")
     p.add_argument("--source-field", default="source", help="the .jsonl field holding the source")
+    p.add_argument("--revision", default=None, help="hub id only: branch, tag or commit to load")
     _add_seq2seq_options(p)
     p.set_defaults(func=_cmd_sample)
 
@@ -421,11 +477,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_seq2seq_options(p)
     p.add_argument("--bertscore-model", default="minilm-l6", help="seq2seq: BERTScore model (short name or dir)")
     p.add_argument("--no-bertscore", action="store_true", help="seq2seq: skip BERTScore")
+    p.add_argument("--revision", default=None, help="hub id only: branch, tag or commit to load")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("push", help="upload a trained model (weights, config, card, results) to the hub in one commit")
+    p.add_argument("run_dir", help="a run directory or a save_pretrained directory")
+    p.add_argument("--repo", required=True, help="hub repository id, owner/name (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--revision", default=None, help="branch to commit to (created if missing; default: main)")
+    p.add_argument("--token", default=None, help="hub token (default: HF_TOKEN or the `hf auth login` token)")
+    p.set_defaults(func=_cmd_push)
 
     p = sub.add_parser("sweep", help="judge PPL, entropy and MAUVE against the number of sampling steps")
     _add_judge_options(p, num_samples=64, seeds="0")
     p.add_argument("--steps-list", type=_int_list, default=_int_list("10,25,50,100,200"))
+    p.add_argument(
+        "--samplers",
+        type=_name_list,
+        default=None,
+        help="comma-separated samplers to compare, e.g. euler,ddim,dpmpp_2m: rows per (sampler, steps), a line per "
+        "sampler (default: the one --sampler, or the run's; default --out results/NAME_sampler_sweep.json)",
+    )
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("curve", help="judge PPL, entropy, MAUVE, Div of kept checkpoints against training minutes")
@@ -497,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         ModelNotFoundError,
         FileNotFoundError,
         ValueError,
+        FloatingPointError,  # a non-finite loss or gradient norm under on_nonfinite=stop, a non-finite judge output
     ) as err:
         print(f"ldlm {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -20,6 +20,8 @@ import yaml
 from ldlm.io import read_yaml_mapping
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+# the keys of ldlm.diffusion.samplers.SAMPLERS (importing ldlm.diffusion here would be circular; a test checks them)
+SAMPLER_NAMES = ("euler", "euler_maruyama", "ddim", "ddpm", "dpmpp_2m")
 
 
 class ConfigError(ValueError):
@@ -44,8 +46,10 @@ class EncoderConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "news"  # registry name (rocstories, news, wikipedia, ...) or a local file
-    text_field: str = "text"  # column / JSON field holding the text in local files
+    # registry name (rocstories, news, wikipedia, ...), hub:owner/name[:config] (any `datasets` hub dataset), a local
+    # .jsonl/.txt/.csv/.parquet/.arrow file or a directory written by datasets' save_to_disk
+    dataset: str = "news"
+    text_field: str = "text"  # column / JSON field holding the text (local files and datasets)
     max_texts: int | None = None  # seeded subset of the dataset (None: all)
     validation_size: float = 0.1  # fraction (<1) or count (>=1) held out, split by `seed`
     # Extra texts for the autoencoder stage only (COSMOS trains its autoencoder on Wikipedia and the
@@ -185,7 +189,8 @@ class TrainConfig:
 
 @dataclass
 class SampleConfig:
-    sampler: str = "euler"  # euler (probability-flow ODE, COSMOS) | euler_maruyama, ddpm (reverse SDE, LDLM) | ddim
+    # euler (probability-flow ODE, COSMOS) | euler_maruyama, ddpm (reverse SDE, LDLM) | ddim | dpmpp_2m (2nd-order ODE)
+    sampler: str = "euler"
     steps: int = 200
     num_samples: int = 16
     batch_size: int = 64
@@ -203,7 +208,7 @@ class Seq2SeqConfig:
     source_template: str | None = None  # a row -> source text, e.g. "{answer} [SEP] {context}"; None: dataset default
     target_field: str | None = None  # the row's target field; None: the dataset's default
     encoder_layers: int = 12  # transformer encoder over the source latents (paper: 12)
-    init_from: str | None = None  # unconditional model (save_pretrained dir or run dir) that initialises the model
+    init_from: str | None = None  # unconditional model to start from: save_pretrained dir, run dir or hub id
     condition_dropout: float = 0.0  # classifier-free guidance (beyond the paper): drop the source for this share
     guidance_scale: float = 1.0  # x0 = uncond + w (cond - uncond): 1 = conditional only (paper), 0 = unconditional
     num_candidates: int = 1  # MBR decoding: k candidates per source, keep the one closest (BLEU) to the others
@@ -358,6 +363,10 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path in seen:
         raise ConfigError(f"config inheritance cycle through {path}")
     data = read_yaml_mapping(path, ConfigError, "config keys")
+    if not data:  # an empty file (or comments only) would silently train every default
+        raise ConfigError(
+            f"{path} is empty: write config keys (e.g. `base: quickstart`) or name a preset (ldlm configs)"
+        )
     base = data.pop("base", None)
     if base is not None:
         data = _deep_merge(_load_yaml(preset_path(base), (*seen, path)), data)
@@ -459,8 +468,8 @@ def validate(cfg: RunConfig) -> None:
     _check(0.0 <= diff.adaptive_uniform_mix <= 1.0, "diffusion.adaptive_uniform_mix must be in [0, 1]")
     _check(diff.adaptive_start >= 0, f"diffusion.adaptive_start={diff.adaptive_start} must be >= 0")
     _check(
-        cfg.sample.sampler in ("euler", "euler_maruyama", "ddim", "ddpm"),
-        f"sample.sampler={cfg.sample.sampler!r}: use euler | euler_maruyama | ddim | ddpm",
+        cfg.sample.sampler in SAMPLER_NAMES,
+        f"sample.sampler={cfg.sample.sampler!r}: use {' | '.join(SAMPLER_NAMES)}",
     )
     _check(cfg.sample.steps >= 1, f"sample.steps={cfg.sample.steps} must be >= 1")
     _check(isinstance(cfg.sample.compile, bool), f"sample.compile={cfg.sample.compile!r}: use true | false")
