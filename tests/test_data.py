@@ -77,9 +77,13 @@ def test_empty_file_and_unsupported_suffix(tmp_path):
     empty.write_text("\n\n")
     with pytest.raises(DatasetError, match="has no texts"):
         load_texts(str(empty))
-    parquet = tmp_path / "x.parquet"
-    parquet.write_bytes(b"")
+    sheet = tmp_path / "x.xlsx"
+    sheet.write_bytes(b"")
     with pytest.raises(DatasetError, match="supported local files"):
+        load_texts(str(sheet))
+    parquet = tmp_path / "x.parquet"  # read through datasets / pyarrow (tests/test_hub.py); a broken one says so
+    parquet.write_bytes(b"")
+    with pytest.raises(DatasetError, match="cannot read .*x.parquet as a datasets dataset"):
         load_texts(str(parquet))
 
 

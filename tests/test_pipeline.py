@@ -28,7 +28,7 @@ def reloaded(tiny_run):
 
 def test_run_dir_layout(tiny_run):
     run_dir = tiny_run.run_dir
-    assert sorted(p.name for p in (run_dir / "model").iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    assert sorted(p.name for p in (run_dir / "model").iterdir()) == ["README.md", CONFIG_NAME, WEIGHTS_NAME]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["name"] == "tiny" and summary["train_texts"] > 0
     for stage in ("autoencoder", "diffusion"):

@@ -1,9 +1,11 @@
 """``LatentDiffusionLM``: the trained system as one object - encode text, decode latents, generate text.
 
-A saved model is a directory with ``config.json`` (the full run config) and ``model.safetensors`` (every
-trained tensor plus the feature/latent statistics). The frozen encoder's pretrained weights are not
-copied: they are loaded by the name in the config. COSMOS and LDLM runs load alike; LDLM's diffusion works on
-the raw latents (``latent_mean`` 0, ``latent_std`` 1) and its packed-chunk models read texts without specials.
+A saved model is a directory with ``config.json`` (the full run config), ``model.safetensors`` (every
+trained tensor plus the feature/latent statistics) and a model card ``README.md`` (:mod:`ldlm.model_card`). The
+frozen encoder's pretrained weights are not copied: they are loaded by the name in the config. Every loader takes
+a local directory or a Hugging Face hub id ``owner/name`` (with ``revision`` and ``token``; see :mod:`ldlm.hub`).
+COSMOS and LDLM runs load alike; LDLM's diffusion works on the raw latents (``latent_mean`` 0, ``latent_std`` 1)
+and its packed-chunk models read texts without specials.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from ldlm.data.tokenize import decode_text, tokenize_texts
 from ldlm.diffusion import build_denoiser, build_schedule, sample_latents
 from ldlm.diffusion.conditioning import guided_prediction
 from ldlm.encoders import TokenEncoder, build_encoder
+from ldlm.hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, push_model, resolve_pretrained
 from ldlm.io import WeightFileError, atomic_directory, atomic_write_json, load_safetensors, save_safetensors
 from ldlm.source_latents import encode_sources, num_source_latents
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "LatentDiffusionLM", "load_model", "read_pretrained", "write_pretrained"]
 
 
 class LatentDiffusionLM(nn.Module):
@@ -76,14 +78,43 @@ class LatentDiffusionLM(nn.Module):
         embeddings (``encoder.embedding.weight``) are saved."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.model.")}
 
-    def save_pretrained(self, path: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` into ``path`` atomically (temp dir, then rename)."""
-        return write_pretrained(path, self.cfg, self.trained_state_dict())
+    def save_pretrained(self, path: str | Path, *, summary: dict | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` + the model card ``README.md`` into ``path`` atomically
+        (temp dir, then rename). ``summary``: the run's figures for the card (default: a ``summary.json`` found
+        beside ``path`` or in the run directory above ``model/``)."""
+        return write_pretrained(path, self.cfg, self.trained_state_dict(), summary=summary)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        revision: str | None = None,
+        token: str | None = None,
+        commit_message: str | None = None,
+    ) -> str:
+        """Save into a temporary directory and upload weights, config and card to ``repo_id`` in one commit;
+        returns the commit URL (``ldlm push RUN_DIR`` also uploads a run's summary and evaluation reports)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="ldlm-push-") as tmp:
+            path = self.save_pretrained(Path(tmp) / "model")
+            return push_model(
+                path, repo_id, private=private, revision=revision, token=token, commit_message=commit_message
+            )
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> LatentDiffusionLM:
-        """Load a directory written by :meth:`save_pretrained` (or a run directory holding ``model/``)."""
-        cfg, state, weights = read_pretrained(path)
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        *,
+        revision: str | None = None,
+        token: str | bool | None = None,
+    ) -> LatentDiffusionLM:
+        """Load a directory written by :meth:`save_pretrained` (or a run directory holding ``model/``), or a hub id
+        ``owner/name`` at ``revision`` (a local path wins when it exists; the hub cache serves HF_HUB_OFFLINE)."""
+        cfg, state, weights = read_pretrained(path, revision=revision, token=token)
         if cfg.recipe == "ar":
             raise WeightFileError(
                 f"{weights.parent} holds recipe='ar' (the autoregressive baseline): load it with "
@@ -278,31 +309,42 @@ def ids_to_texts(tokenizer, ids: torch.Tensor, *, packing: bool) -> list[str]:
     return texts
 
 
-def write_pretrained(path: str | Path, cfg: RunConfig, state: dict[str, torch.Tensor]) -> Path:
-    """``config.json`` + ``model.safetensors`` into ``path`` atomically (temp dir, then rename)."""
+def write_pretrained(
+    path: str | Path, cfg: RunConfig, state: dict[str, torch.Tensor], *, summary: dict | None = None
+) -> Path:
+    """``config.json`` + ``model.safetensors`` + model card ``README.md`` into ``path`` atomically (temp dir, then
+    rename). The card carries ``summary`` (default: the run's ``summary.json`` beside ``path``)."""
+    from ldlm.model_card import build_card, find_summary, local_ref
+
     path = Path(path)
+    summary = find_summary(path) if summary is None else summary
+    card = str(build_card(cfg, summary, {}, model_ref=local_ref(path)))  # new weights: no evaluation yet
     with atomic_directory(path) as tmp:
         atomic_write_json(tmp / CONFIG_NAME, cfg.to_dict())
         save_safetensors(state, tmp / WEIGHTS_NAME)
+        (tmp / CARD_NAME).write_text(card, encoding="utf-8")
     return path
 
 
-def pretrained_dir(path: str | Path) -> Path:
-    """A directory written by ``save_pretrained``: ``path`` itself or a run directory's ``model/``."""
-    path = Path(path)
+def pretrained_dir(path: str | Path, *, revision: str | None = None, token: str | bool | None = None) -> Path:
+    """A directory written by ``save_pretrained``: ``path`` itself, a run directory's ``model/``, or the local
+    snapshot of the hub id ``owner/name`` at ``revision`` when no such local path exists."""
+    path = resolve_pretrained(path, revision=revision, token=token)
     if (path / "model" / CONFIG_NAME).exists():
         path = path / "model"
     if not (path / CONFIG_NAME).exists():
         raise WeightFileError(
             f"{path} holds no trained model ({CONFIG_NAME} missing): pass a directory written by "
-            "save_pretrained or a finished `ldlm train` run directory"
+            "save_pretrained, a finished `ldlm train` run directory or a hub id (owner/name)"
         )
     return path
 
 
-def read_pretrained(path: str | Path) -> tuple[RunConfig, dict[str, torch.Tensor], Path]:
-    """(config, state dict, weight file) of a saved model; safetensors only, never an unpickled file."""
-    path = pretrained_dir(path)
+def read_pretrained(
+    path: str | Path, *, revision: str | None = None, token: str | bool | None = None
+) -> tuple[RunConfig, dict[str, torch.Tensor], Path]:
+    """(config, state dict, weight file) of a saved model (local or hub id); safetensors only, never unpickled."""
+    path = pretrained_dir(path, revision=revision, token=token)
     weights = path / WEIGHTS_NAME
     if not weights.exists():
         others = sorted(p.name for p in path.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
@@ -315,11 +357,19 @@ def read_pretrained(path: str | Path) -> tuple[RunConfig, dict[str, torch.Tensor
     return cfg, load_safetensors(weights), weights
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """Any saved model, by the ``recipe`` of its config: an :class:`~ldlm.baselines.ar.ARLanguageModel` for
-    ``recipe: ar``, a :class:`LatentDiffusionLM` otherwise. Both offer tokenize / ids_to_texts / generate."""
+def load_model(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+):
+    """Any saved model (local directory or hub id ``owner/name`` at ``revision``), by the ``recipe`` of its config:
+    an :class:`~ldlm.baselines.ar.ARLanguageModel` for ``recipe: ar``, a :class:`LatentDiffusionLM` otherwise.
+    Both offer tokenize / ids_to_texts / generate."""
+    path = pretrained_dir(path, revision=revision, token=token)  # a hub id becomes its local snapshot once
     try:
-        recipe = json.loads((pretrained_dir(path) / CONFIG_NAME).read_text()).get("recipe")
+        recipe = json.loads((path / CONFIG_NAME).read_text()).get("recipe")
     except (OSError, ValueError, AttributeError):
         recipe = None  # unreadable: the loader below reports why
     if recipe == "ar":

