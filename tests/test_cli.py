@@ -134,3 +134,36 @@ def test_console_script_configs():
     lines = proc.stdout.splitlines()
     assert any(line.startswith("tiny ") and "Smallest end-to-end" in line for line in lines)
     assert any(line.startswith("quickstart ") for line in lines)
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"])
+def test_empty_config_file_gives_one_clear_error(text, tmp_path, capsys):
+    """An empty YAML file is an error, not a run of every default (which would encode the whole news corpus)."""
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    rc = main(["train", str(path), f"output_dir={tmp_path}/{{name}}", "--quiet"])
+    assert rc == 2
+    line = _one_error(capsys.readouterr().err, "train")
+    assert "empty.yaml is empty" in line
+    assert not (tmp_path / "ldlm").exists() and len(list(tmp_path.iterdir())) == 1  # nothing was written
+
+
+def test_nonfinite_loss_gives_one_clear_error(tmp_path, capsys, monkeypatch):
+    """A NaN loss under on_nonfinite=stop (the default) ends the run with one line and exit code 2, no traceback."""
+    from ldlm import train
+
+    real_init = train.Trainer.__init__
+
+    def nan_from_step_1(self, task, *args, **kwargs):
+        def hook(module, inputs, output):  # the task is called as task(batch, step) -> (loss, metrics)
+            loss, metrics = output
+            return (loss * float("nan"), metrics) if inputs[1] >= 1 else output
+
+        task.register_forward_hook(hook)
+        real_init(self, task, *args, **kwargs)
+
+    monkeypatch.setattr(train.Trainer, "__init__", nan_from_step_1)
+    rc = main(["train", "tiny", f"output_dir={tmp_path}/{{name}}", "--quiet"])
+    assert rc == 2
+    line = _one_error(capsys.readouterr().err, "train")
+    assert "non-finite loss" in line and "at step 1" in line and "on_nonfinite=skip" in line

@@ -230,7 +230,11 @@ class Trainer:
     def _skipped(self, step: int, reason: str, writer) -> None:
         message = f"{self.name}: {reason} at step {step}"
         if self.tcfg.on_nonfinite == "stop":
-            raise FloatingPointError(f"{message}; nothing was updated (train.on_nonfinite=skip would skip the step)")
+            # the config key of this stage (the head pre-training runs under its autoencoder's section)
+            key = f"{self.name}_train.on_nonfinite=skip"
+            if self.name == "head":
+                key = "autoencoder_train.on_nonfinite=skip (joint_train for recipe: ldlm)"
+            raise FloatingPointError(f"{message}; nothing was updated ({key} would skip the step)")
         log.warning("%s: step skipped, weights unchanged", message)
         self.scheduler.step()  # the LR schedule follows the step count
         self._log({"step": step + 1, "skipped": reason}, writer)
