@@ -276,3 +276,32 @@ def test_evaluate_report_carries_the_collapse_verdict(fake_judge):
     report = evaluate_model(FakeModel(), TRAIN, HELDOUT, SuiteConfig(num_samples=4, seeds=(0, 1)))
     assert set(report["collapse"]) >= {"collapsed", "entropy_ratio", "div_ratio"}
     assert report["collapse"]["collapsed"] == any("collapsed" in w for w in report["warnings"])
+
+
+def test_compare_command_builds_one_table_and_refuses_differing_protocols(fake_judge, tmp_path, capsys):
+    from ldlm.evaluation.compare import compare_reports
+
+    cfg = SuiteConfig(num_samples=4, seeds=(0, 1))
+    a = evaluate_model(FakeModel(words_per_text=6), TRAIN, HELDOUT, cfg)
+    b = evaluate_model(FakeModel(words_per_text=9), TRAIN, HELDOUT, cfg)
+    a["training"] = {"train_minutes": 75.0}
+    paths = {}
+    for name, rep in (("cosmos", a), ("ar", b)):
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(rep))
+    out = tmp_path / "cmp.json"
+    assert cli.main(["compare", f"cosmos={paths['cosmos']}", f"ar={paths['ar']}", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert list(result["rows"]) == ["cosmos", "ar", "reference"]
+    assert result["rows"]["cosmos"]["judge_ppl"] == {k: a["model"]["judge_ppl"][k] for k in ("mean", "std", "n")}
+    assert (
+        result["rows"]["ar"]["judge_ppl"]["mean"] == b["model"]["judge_ppl"]["mean"] != a["model"]["judge_ppl"]["mean"]
+    )
+    assert result["rows"]["reference"]["entropy"]["mean"] == a["reference"]["entropy"]["mean"]
+    assert result["rows"]["cosmos"]["train_minutes"] == 75.0 and result["rows"]["ar"]["train_minutes"] is None
+    assert len(result["commands"]) == 2 and all("ldlm evaluate" in c for c in result["commands"])
+    other = evaluate_model(FakeModel(), TRAIN, HELDOUT, SuiteConfig(num_samples=4, seeds=(0, 2)))
+    with pytest.raises(ValueError, match="seeds"):
+        compare_reports({"cosmos": a, "x": other})
+    assert cli.main(["compare", "cosmos", "--out", str(out)]) == 2
+    assert "NAME=PATH" in capsys.readouterr().err

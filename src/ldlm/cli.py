@@ -13,6 +13,7 @@ ldlm evaluate RUN_DIR [-n 128] [--seeds 0,1,2] [--paper] [--checkpoint DIR]   ju
 ldlm sweep RUN_DIR [--steps-list 10,25,50,100,200] [--samplers euler,ddim,dpmpp_2m]   quality vs sampling steps
                                           (= model calls), one line per sampler -> JSON + PNG
 ldlm curve RUN_DIR [RUN_DIR ...] [--minutes 15,30,60]   quality of kept checkpoints vs training minutes
+ldlm compare NAME=REPORT.json ... --out F   rows of several evaluate reports + the real-text row, one JSON
 ldlm probe {interpolation,robustness,mismatch,trajectory,loss-t,positions,all} RUN_DIR   latent-space probes
 ldlm push RUN_DIR --repo owner/name [--private] [--revision BRANCH]   weights, config, card, results: one hub commit
 ldlm bench [--smoke] [--out results/bench.json]   sampling speed vs GPT-2, step cost, % of matmul peak -> JSON + PNG
@@ -341,6 +342,28 @@ def _cmd_curve(args: argparse.Namespace) -> None:
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    """One table from several evaluate reports (NAME=REPORT.json each) -> JSON; refuses differing protocols."""
+    from ldlm.evaluation.compare import write_comparison
+
+    named = {}
+    for item in args.reports:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise CLIError(f"{item!r}: write each report as NAME=PATH, e.g. cosmos=results/cosmos_report.json")
+        if not Path(path).is_file():
+            raise CLIError(f"{path!r} is not a file: run `ldlm evaluate RUN_DIR --out {path}` first")
+        named[name] = path
+    try:
+        result = write_comparison(named, args.out)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    for name, row in result["rows"].items():
+        minutes = f", {row['train_minutes']:.0f} train min" if row.get("train_minutes") else ""
+        print(f"{name:>10s} {_summary_line(row)}{minutes}")
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
 def _float_list(text: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
@@ -506,6 +529,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=_float_list, default=None, help="only the checkpoints nearest these minutes")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's config)")
     p.set_defaults(func=_cmd_curve)
+
+    p = sub.add_parser("compare", help="one table from several evaluate reports on the same data (NAME=REPORT.json)")
+    p.add_argument("reports", nargs="+", help="NAME=PATH of each `ldlm evaluate` report JSON")
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("probe", help="latent-space probes (JSON + PNG each)")
     p.add_argument(

@@ -10,12 +10,14 @@ real text is never compared with itself).
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from ldlm.diffusion import SAMPLERS
 from ldlm.evaluation.mauve import MauveProtocol, check_sizes, mauve_from_features
@@ -168,6 +170,16 @@ def build_scorer(
     return TextScorer(judge or scoring_judge(cfg), mauve_ref, train_texts, cfg), pool
 
 
+def training_facts(run_dir) -> dict:
+    """Recipe-independent facts from a run's ``summary.json`` (train minutes, texts); empty if there is none."""
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    keys = ("train_minutes", "train_texts", "heldout_token_accuracy", "parameters")
+    return {k: summary[k] for k in keys if k in summary}
+
+
 def model_info(model) -> dict:
     """What the report needs to know about the model besides its texts (so scoring needs no model)."""
     return {
@@ -176,6 +188,7 @@ def model_info(model) -> dict:
         "sampling_steps": model.cfg.sample.steps,
         "sampler": model.cfg.sample.sampler,
         "max_length": model.max_length,
+        "training": training_facts(model.cfg.run_dir),
     }
 
 
@@ -247,6 +260,7 @@ def score_texts(texts: dict, train_texts: Sequence[str], cfg: SuiteConfig, judge
         "run": info["run"],
         "config": info["config"],
         "protocol": protocol(cfg, info, scorer, texts["pool_size"]),
+        "training": info.get("training", {}),
         "settings": {**asdict(cfg), "mauve": cfg.mauve.to_dict()},
     }
     for row in ("model", "reference"):
