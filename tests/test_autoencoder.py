@@ -9,16 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldlm.autoencoder import (
-    TextAutoencoder,
-    augmentation_strength,
-    centroid_head_,
-    kl_divergence,
-    latent_dropout,
-    perturb_activations,
-    token_cross_entropy,
-)
+from ldlm.autoencoder import TextAutoencoder
 from ldlm.config import AutoencoderConfig
+from ldlm.objectives.augment import augmentation_strength, latent_dropout, perturb_activations
+from ldlm.objectives.head import centroid_head_
+from ldlm.objectives.losses import kl_divergence, token_cross_entropy
 
 
 def _gen(seed=0):
@@ -329,7 +324,8 @@ def test_vae_variant_outputs_mean_and_logvar():
 def test_stage1_objective_reconstructs_the_clean_features(tiny_run, monkeypatch):
     """CE + MSE are computed against the CLEAN h, the perturbation only enters the compressor's input,
     latent dropout is applied to z with the configured p."""
-    from ldlm.recipes import cosmos
+    from ldlm.data.sources import normalized_features
+    from ldlm.objectives import autoencoder as stage1
 
     model = tiny_run.model
     seen = {}
@@ -342,15 +338,15 @@ def test_stage1_objective_reconstructs_the_clean_features(tiny_run, monkeypatch)
         seen["p"], seen["z"] = p, z.detach().clone()
         return z
 
-    monkeypatch.setattr(cosmos, "perturb_activations", fake_perturb)
-    monkeypatch.setattr(cosmos, "latent_dropout", fake_dropout)
-    task = cosmos.AutoencoderTask(model, seed=0)
+    monkeypatch.setattr(stage1, "perturb_activations", fake_perturb)
+    monkeypatch.setattr(stage1, "latent_dropout", fake_dropout)
+    task = stage1.AutoencoderTask(model, seed=0)
     ids, mask = model.tokenize(["the cat sat on the mat.", "rain fell over the quiet town."])
     batch = {"input_ids": ids, "attention_mask": mask}
     loss, metrics = task(batch, step=0)
     assert seen["strength"] == 1.0 and seen["p"] == pytest.approx(model.cfg.autoencoder.latent_dropout)
     with torch.no_grad():
-        _, _, h = cosmos.normalized_features(model, batch, torch.device("cpu"))
+        _, _, h = normalized_features(model, batch, torch.device("cpu"))
         ae = model.autoencoder
         z = ae.encode(h + 1.0, mask)
         torch.testing.assert_close(seen["z"], z)  # dropout sees the latents of the PERTURBED input

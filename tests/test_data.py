@@ -169,17 +169,17 @@ def test_rocstories_40k_is_disjoint_from_rocstories():
 
 def test_train_extra_adds_training_texts_and_keeps_the_held_out_split(tmp_path):
     from ldlm.config import load_config
-    from ldlm.recipes.cosmos import load_cosmos_data
+    from ldlm.data.texts import load_run_texts
 
     base = tmp_path / "base.jsonl"
     base.write_text("".join(json.dumps({"text": f"base story {i}."}) + "\n" for i in range(20)))
     cfg = load_config("tiny", [f"data.dataset={base}", "data.validation_size=5", "data.max_texts=null"])
-    plain = load_cosmos_data(cfg)
+    plain = load_run_texts(cfg.data)
     extra = tmp_path / "extra.jsonl"
     extra_texts = [f"extra story {i}." for i in range(7)] + [plain.valid[0]]  # one held-out text sneaks in
     extra.write_text("".join(json.dumps({"text": t}) + "\n" for t in extra_texts))
     cfg.data.train_extra = [str(extra)]
-    more = load_cosmos_data(cfg)
+    more = load_run_texts(cfg.data)
     assert more.valid == plain.valid  # the held-out split is the same
     assert more.train == plain.train + extra_texts[:7]  # extras added, the held-out one dropped
     assert not set(more.train) & set(more.valid)

@@ -179,8 +179,8 @@ def test_bench_reads_the_quickstart_peak_rss(tmp_path):
 
 def test_quickstart_report_records_peak_rss_and_passes_heldout_texts(tiny_run, tmp_path, monkeypatch):
     import ldlm.report
+    from ldlm.data.texts import load_run_texts
     from ldlm.quickstart import report_run
-    from ldlm.recipes.cosmos import load_cosmos_data
 
     judged = {
         "samples": ["a story."],
@@ -197,4 +197,4 @@ def test_quickstart_report_records_peak_rss_and_passes_heldout_texts(tiny_run, t
     assert 0 < result["peak_rss_gib"] < 64
     assert json.loads(out.read_text())["peak_rss_gib"] == result["peak_rss_gib"]
     # real held-out texts are judged beside the samples
-    assert seen["reference_texts"] == load_cosmos_data(tiny_run.cfg).valid
+    assert seen["reference_texts"] == load_run_texts(tiny_run.cfg.data).valid

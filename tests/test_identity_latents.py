@@ -10,9 +10,12 @@ from ldlm_helpers import synthetic_batch, tiny_config, tiny_model
 
 from ldlm.autoencoder import IdentityResampler, TextAutoencoder
 from ldlm.config import ConfigError, load_config
+from ldlm.data.sources import normalized_features
+from ldlm.objectives.autoencoder import AutoencoderTask
+from ldlm.objectives.joint import JointTask
 from ldlm.pipeline import LatentDiffusionLM
-from ldlm.recipes.cosmos import AutoencoderTask, normalized_features, train_cosmos
-from ldlm.recipes.ldlm import JointTask, train_ldlm
+from ldlm.recipes.cosmos import train_cosmos
+from ldlm.recipes.ldlm import train_ldlm
 
 TEXTS = ["the cat sat on the mat.", "rain fell over the quiet town all night."]
 # tiny (COSMOS, L=24) and ldlm_tiny (LDLM, L=16) with identity latents: N = L, no locality prior
@@ -158,7 +161,8 @@ def test_identity_recipe_end_to_end(recipe, tmp_path):
 
 def test_accuracy_on_true_h_isolates_the_latent_bottleneck():
     """reconstruction_accuracy(true_h=True): the decoder's accuracy on h, beside the one on h_hat = D_h(E_z(h))."""
-    from ldlm.recipes.cosmos import FeatureSource, reconstruction_accuracy
+    from ldlm.data.sources import FeatureSource
+    from ldlm.objectives.autoencoder import reconstruction_accuracy
 
     cfg = load_config("tiny", [])
     model = LatentDiffusionLM(cfg)

@@ -8,8 +8,8 @@ import torch
 from ldlm_helpers import synthetic_batch, tiny_config, tiny_model
 
 from ldlm.autoencoder import TextAutoencoder
-from ldlm.recipes.decoder import DecoderTask
-from ldlm.recipes.ldlm import JointTask
+from ldlm.objectives.decoder import DecoderTask
+from ldlm.objectives.joint import JointTask
 
 
 def _grad_norm(loss, params) -> float:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from ldlm_helpers import synthetic_batch, tiny_config, tiny_model
 
-from ldlm.encoder_warmup import scale_encoder_gradient, warmup_gamma
-from ldlm.recipes.ldlm import JointTask
+from ldlm.objectives.joint import JointTask
+from ldlm.objectives.warmup import scale_encoder_gradient, warmup_gamma
 
 
 def _paper_gamma(s, s_wu, k=10.0, c=0.8, g_min=0.0):

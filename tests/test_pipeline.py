@@ -85,7 +85,7 @@ def test_generate_is_deterministic_per_seed(reloaded):
 
 
 def test_encode_shape_and_normalisation(reloaded, tiny_run):
-    from ldlm.recipes.cosmos import load_cosmos_data
+    from ldlm.data.texts import load_run_texts
 
     n, d = tiny_run.cfg.autoencoder.num_latents, reloaded.autoencoder.latent_dim
     z = reloaded.encode(TEXTS)
@@ -96,7 +96,7 @@ def test_encode_shape_and_normalisation(reloaded, tiny_run):
         raw = reloaded.autoencoder.encode(reloaded.features(ids, mask), mask)
     torch.testing.assert_close(z, (raw - reloaded.latent_mean) / reloaded.latent_std)
     # the latent statistics were fitted on the training texts: their latents are standardised
-    train = load_cosmos_data(tiny_run.cfg).train
+    train = load_run_texts(tiny_run.cfg.data).train
     zt = reloaded.encode(train)
     assert zt.mean(0).abs().max() < 0.05
     assert (zt.std(0) - 1).abs().max() < 0.05

@@ -9,10 +9,11 @@ import torch
 from ldlm_helpers import tiny_config
 
 from ldlm.config import ConfigError
+from ldlm.data.sources import normalized_features
 from ldlm.encoders import FrozenEncoder, TrainableEmbeddings, build_encoder
+from ldlm.objectives.joint import JointTask, encoder_swapped
 from ldlm.pipeline import LatentDiffusionLM
-from ldlm.recipes.cosmos import normalized_features
-from ldlm.recipes.ldlm import JointTask, encoder_swapped, train_ldlm
+from ldlm.recipes.ldlm import train_ldlm
 
 SCRATCH = ("encoder.kind=trainable_embeddings", "joint.reconstruction=ce")
 IDENTITY = ("autoencoder.latent_encoder=identity", "autoencoder.num_latents=16", "autoencoder.locality_bias=0")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from ldlm import _moved
+
+_moved.install()  # old import paths of moved modules keep working, with a DeprecationWarning
+
 __version__ = "0.1.0"
 __all__ = ["LatentDiffusionLM", "load_config"]
 

@@ -1,18 +1,14 @@
 """Text autoencoder of COSMOS: compressor ``E_z`` (h -> z), decompressor ``D_h`` (z -> h_hat), token head ``D_w``.
 
-Also the stage-1 training signals of COSMOS Sec. 4.2.2: activation perturbations (masking / Gaussian
-noising of h, one per batch), latent feature dropout, ``CE(w, w_hat) + MSE(h, h_hat)`` and the optional
-KL term of the VAE variant (Appendix D.1).
+The training signals (augmentations, losses) live in :mod:`ldlm.objectives`.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ldlm._moved import moved_names
 from ldlm.config import AutoencoderConfig
 from ldlm.perceiver import PerceiverResampler
 from ldlm.transformer import SelfAttentionResampler, TransformerBlock, key_padding_bias
@@ -133,119 +129,14 @@ def head_argmax(head: nn.Linear, h: torch.Tensor, rows: int = 1024) -> torch.Ten
     return torch.cat(ids).view(h.shape[:-1])
 
 
-# ---------------------------------------------------------------------- training signals (Sec. 4.2.2)
-
-
-def augmentation_strength(cfg: AutoencoderConfig, step: int) -> float:
-    """0 before ``augment_start_step``, then a linear ramp to 1 over ``augment_ramp_steps`` (paper: 1 always)."""
-    if step < cfg.augment_start_step:
-        return 0.0
-    if cfg.augment_ramp_steps <= 0:
-        return 1.0
-    return min(1.0, (step - cfg.augment_start_step + 1) / cfg.augment_ramp_steps)
-
-
-def perturb_activations(
-    h: torch.Tensor, mask: torch.Tensor, cfg: AutoencoderConfig, strength: float, generator: torch.Generator
-) -> tuple[torch.Tensor, str]:
-    """One perturbation per batch, each with probability 1/2 (COSMOS Sec. 4.2.2); returns (h', kind).
-
-    (a) masking: each of the L vectors of h is zeroed with probability ``mask_prob``;
-    (b) noising: ``h' = delta h + sqrt(1 - delta^2) eps`` on normalised h, ``delta = noise_delta``.
-    ``strength`` in [0, 1] scales both towards the identity (1 = the paper's values).
-    """
-    if strength <= 0:
-        return h, "none"
-    b, length, _ = h.shape
-    use_masking = torch.rand((), generator=generator).item() < 0.5
-    if use_masking:
-        p = cfg.mask_prob * strength
-        drop = torch.rand(b, length, 1, generator=generator).to(h.device) < p
-        return h.masked_fill(drop & mask.bool().unsqueeze(-1), 0.0), "mask"
-    delta = 1.0 - (1.0 - cfg.noise_delta) * strength
-    eps = torch.randn(h.shape, generator=generator).to(h.device)
-    return delta * h + math.sqrt(1.0 - delta**2) * eps, "noise"
-
-
-def latent_dropout(z: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
-    """Zero a share ``p`` of the individual features of z: (B, N, d) (no rescaling, as in the paper)."""
-    if p <= 0:
-        return z
-    keep = torch.rand(z.shape, generator=generator).to(z.device) >= p
-    return z * keep
-
-
-def decoder_input_noise(z: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
-    """LDLM Eq. 2: the latent decoder's training input z~0 = z0 + sigma_dec eps; z: (B, N, d) -> (B, N, d).
-
-    Training only: sampling decodes the clean generated latent (LDLM Sec. 4.3); callers skip it in eval mode.
-    """
-    if sigma <= 0:
-        return z
-    return z + sigma * torch.randn(z.shape, generator=generator).to(z.device)
-
-
-def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mean, exp(logvar)) || N(0, I)), summed over (N, d) and averaged over the batch (App. D.1)."""
-    return 0.5 * (mean**2 + logvar.exp() - logvar - 1).sum(dim=(1, 2)).mean()
-
-
-def token_cross_entropy(
-    head: nn.Linear,
-    h_hat: torch.Tensor,
-    targets: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    positions: int,
-    negatives: int,
-    generator: torch.Generator,
-    detach_head: bool = False,
-) -> torch.Tensor:
-    """CE(w, D_w(h_hat)) over real positions; optionally on a random subset of positions (``positions``)
-    and over a sampled softmax of the batch's target classes plus ``negatives`` random classes (drawn with
-    replacement; ``negatives >= vocab`` means the exact softmax).
-
-    The full-vocabulary head dominates a CPU step (30k classes); the sampled variant is an engineering
-    option beyond the paper (0/0 = exact CE over all positions and the whole vocabulary).
-    ``detach_head`` keeps the head fixed (no gradient reaches it).
-    """
-    weight, bias = (head.weight.detach(), head.bias.detach()) if detach_head else (head.weight, head.bias)
-    flat_h = h_hat[mask.bool()]  # (P, D)
-    flat_t = targets[mask.bool()]  # (P,)
-    if positions and flat_t.numel() > positions:
-        pick = torch.randperm(flat_t.numel(), generator=generator)[:positions].to(flat_t.device)
-        flat_h, flat_t = flat_h[pick], flat_t[pick]
-    if not negatives or negatives >= weight.shape[0]:
-        return F.cross_entropy(F.linear(flat_h, weight, bias), flat_t)
-    vocab = weight.shape[0]
-    noise = torch.randint(vocab, (negatives,), generator=generator).to(flat_t.device)
-    classes = torch.unique(torch.cat([flat_t, noise]))  # sorted
-    logits = flat_h @ weight[classes].T + bias[classes]
-    return F.cross_entropy(logits, torch.searchsorted(classes, flat_t))
-
-
-@torch.no_grad()
-def centroid_head_(head: nn.Linear, h: torch.Tensor, targets: torch.Tensor) -> int:
-    """Initialise ``head`` as a nearest-class-mean classifier on (P, D) features; returns #classes seen.
-
-    logits_c = s (h . mu_c - |mu_c|^2 / 2) ranks classes by Euclidean distance to their mean; the scale s
-    (a temperature) is chosen on the same features to minimise the cross-entropy, so the head's first
-    gradients have a sensible size. Unseen classes get zero weights and a bias below every seen class's.
-    """
-    vocab, dim = head.weight.shape
-    h = h.float()
-    sums = torch.zeros(vocab, dim).index_add_(0, targets, h)
-    counts = torch.bincount(targets, minlength=vocab).float()
-    seen = counts > 0
-    means = sums / counts.clamp_min(1).unsqueeze(1)
-    bias = -0.5 * (means**2).sum(1)
-    classes = seen.nonzero().squeeze(1)
-    probe = torch.randperm(h.shape[0], generator=torch.Generator().manual_seed(0))[:4096]
-    logits = h[probe] @ means[classes].T + bias[classes]  # (P', C_seen)
-    labels = torch.searchsorted(classes, targets[probe])
-    scales = torch.logspace(-3, 1, 41)
-    best = min(scales.tolist(), key=lambda sc: F.cross_entropy(logits * sc, labels).item())
-    bias = bias * best
-    head.weight.copy_(means * best)
-    head.bias.copy_(torch.where(seen, bias, bias[seen].min() - 10.0))
-    return int(seen.sum())
+__getattr__ = moved_names(
+    __name__,
+    {
+        **dict.fromkeys(
+            ("augmentation_strength", "perturb_activations", "latent_dropout", "decoder_input_noise"),
+            "ldlm.objectives.augment",
+        ),
+        **dict.fromkeys(("kl_divergence", "token_cross_entropy"), "ldlm.objectives.losses"),
+        "centroid_head_": "ldlm.objectives.head",
+    },
+)

@@ -142,8 +142,11 @@ class LatentDiffusionLM(nn.Module):
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Normalised frozen-encoder features h: (B, L, D), zero at padding."""
-        h = self.encoder.normalize(self.encoder(input_ids, attention_mask))
-        return h * attention_mask.unsqueeze(-1)
+        return self.normalize_features(self.encoder(input_ids, attention_mask), attention_mask)
+
+    def normalize_features(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Raw E_h features (B, L, D) (computed or cached) -> normalised per feature, zero at padding."""
+        return self.encoder.normalize(h) * attention_mask.unsqueeze(-1)
 
     def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
         return (z - self.latent_mean) / self.latent_std

@@ -24,7 +24,8 @@ def measure_feature_cache_speedup(
     model: LatentDiffusionLM, texts: list[str], *, batch_size: int, steps: int = 6
 ) -> dict:
     """Median time of one autoencoder training step (forward + backward) with cached h vs running E_h."""
-    from ldlm.recipes.cosmos import AutoencoderTask, FeatureSource
+    from ldlm.data.sources import FeatureSource
+    from ldlm.objectives.autoencoder import AutoencoderTask
 
     texts = texts[: batch_size * steps]
     task = AutoencoderTask(model, seed=0).train()
@@ -73,15 +74,15 @@ def report_run(
 ) -> dict:
     """Judge samples of a trained run against its untrained twin, measure the feature-cache speed-up,
     plot the learning curves, print the samples and write ``out`` (JSON) atomically."""
+    from ldlm.data.texts import load_run_texts
     from ldlm.plots import plot_learning_curves
-    from ldlm.recipes.cosmos import load_cosmos_data
     from ldlm.report import judge_against_untrained
 
     cfg = model.cfg
     summary = json.loads((cfg.run_dir / "summary.json").read_text())
     speed, real = {}, None
     if cfg.recipe == "cosmos":  # the stage-1 step whose input the feature cache replaces
-        data = load_cosmos_data(cfg)
+        data = load_run_texts(cfg.data)
         speed = measure_feature_cache_speedup(model, data.train, batch_size=cfg.autoencoder_train.batch_size)
         real = data.valid  # held out from both stages
     judged = judge_against_untrained(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import shutil
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -113,6 +114,13 @@ class RunStages:
             raise CheckpointError(f"{path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
         restore_this_rank(parts["rng"], state["rng"])
         return state["info"]
+
+    def finish(self, model: LatentDiffusionLM, summary: dict) -> dict:
+        """The run's end: finite floats of ``summary`` rounded to 5 digits, then :meth:`save_outputs`; returns the
+        rounded summary."""
+        summary = {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in summary.items()}
+        self.save_outputs(model, summary)
+        return summary
 
     def save_outputs(self, model: LatentDiffusionLM, summary: dict) -> None:
         """``run_dir/summary.json`` and ``run_dir/model`` (whose card reads that summary), written by rank 0 only."""

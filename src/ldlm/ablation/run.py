@@ -170,12 +170,12 @@ def generate(model, summary: dict, spec: AblationSpec, seed: int) -> dict:
     """Everything of one trained model that needs no judge: the suite's texts, the judge-free probes and the
     interpolation texts (sampling seed = the run's seed). JSON-serialisable: :func:`score` finishes it, on this
     machine or on one with the judge (train and sample on a GPU node, score anywhere)."""
+    from ldlm.data.texts import load_run_texts
     from ldlm.evaluation import probes
     from ldlm.evaluation.suite import generate_texts
-    from ldlm.recipes.cosmos import load_cosmos_data
 
     ev, sources = spec.evaluation, {METRICS[m][1] for m in spec.metrics}
-    texts = load_cosmos_data(model.cfg).valid  # the run's own held-out split
+    texts = load_run_texts(model.cfg.data).valid  # the run's own held-out split
     n = ev.probe_texts
     if sources & {"mismatch", "robustness", "interpolation"} and len(texts) < 2 * n:
         raise ValueError(f"the run holds out {len(texts)} texts; evaluation.probe_texts={n} needs {2 * n}")
@@ -206,13 +206,13 @@ def _hardware(model) -> str:
 def score(generated: dict, spec: AblationSpec, cfg: RunConfig, seed: int, judge) -> dict:
     """The spec's figures from :func:`generate`'s output: judge PPL, MAUVE, Div, ... of the texts, the probes'
     figures and summary.json entries, each through the library's own evaluation code."""
+    from ldlm.data.texts import load_run_texts
     from ldlm.evaluation import probes
     from ldlm.evaluation.suite import score_texts
-    from ldlm.recipes.cosmos import load_cosmos_data
 
     out: dict = {"metrics": {}, "reference": {}, "probes": dict(generated["probes"])}
     if "suite" in generated:
-        train = load_cosmos_data(cfg).train  # Mem: the run's own training texts
+        train = load_run_texts(cfg.data).train  # Mem: the run's own training texts
         report = score_texts(generated["suite"], train, suite_config(spec, seed), judge=judge)
         for m in (m for m in spec.metrics if METRICS[m][1] == "suite"):
             out["metrics"][m], out["reference"][m] = report["model"][m]["mean"], report["reference"][m]["mean"]

@@ -1,7 +1,7 @@
 """``recipe: ar``: the autoregressive baseline of issue 21, trained on the texts COSMOS trains on.
 
 One stage, ``ar``: next-token cross-entropy of :class:`~ldlm.baselines.ar.ARLanguageModel` on the rows of
-:func:`~ldlm.recipes.cosmos.load_cosmos_data` (``data.dataset`` minus its held-out split, plus ``data.train_extra``;
+:func:`~ldlm.data.texts.load_run_texts` (``data.dataset`` minus its held-out split, plus ``data.train_extra``;
 with ``data.diffusion_full_window`` only the texts that fill all ``encoder.max_length`` tokens, as COSMOS's
 diffusion stage), tokenised by ``encoder.name``'s tokenizer. Trained by :class:`~ldlm.train.Trainer` with
 ``ar_train`` (Accelerate, EMA, checkpoints, ``--resume``); saves ``run_dir/model`` and ``run_dir/summary.json``.
@@ -24,7 +24,7 @@ from torch import nn
 from ldlm.baselines.ar import ARLanguageModel, ARTransformer, lm_loss
 from ldlm.config import RunConfig
 from ldlm.data.registry import DatasetError
-from ldlm.recipes.cosmos import load_cosmos_data
+from ldlm.data.texts import load_run_texts, require_training_texts
 from ldlm.runstate import RunStages
 from ldlm.train import Trainer, infinite_batches
 
@@ -106,9 +106,8 @@ def train_ar(cfg: RunConfig, *, progress: bool = True, model: ARLanguageModel | 
     ``resume``: a finished stage is restored, an interrupted one continues from its newest checkpoint."""
     stages = RunStages(cfg, resume=resume)  # run_dir, config.json (rank 0) and the stage snapshot
     torch.manual_seed(cfg.seed)
-    data = load_cosmos_data(cfg)
-    if not data.train:
-        raise DatasetError(f"dataset {cfg.data.dataset!r} left no training texts after the validation split")
+    data = load_run_texts(cfg.data)
+    require_training_texts(data, cfg.data)
     model = model or ARLanguageModel(cfg)
     summary = {
         "name": cfg.name,
@@ -119,6 +118,4 @@ def train_ar(cfg: RunConfig, *, progress: bool = True, model: ARLanguageModel | 
     }
     summary.update(stages.run("ar", model, lambda: train_lm(model, data.train, data.valid, cfg, progress)))
     summary["train_minutes"] = summary["ar_minutes"]
-    summary = {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in summary.items()}
-    stages.save_outputs(model, summary)
-    return model, summary
+    return model, stages.finish(model, summary)

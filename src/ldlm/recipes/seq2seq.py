@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -18,17 +17,11 @@ import torch
 
 from ldlm.config import ConfigError, RunConfig, config_from_dict
 from ldlm.data.pairs import PairSet, load_pairs, split_pairs
+from ldlm.data.texts import RunTexts
 from ldlm.io import WeightFileError
+from ldlm.objectives.diffusion import DiffusionTask, encode_latents, fit_latent_stats, validation_diffusion_loss
 from ldlm.pipeline import CONFIG_NAME, LatentDiffusionLM, pretrained_dir
-from ldlm.recipes.cosmos import (
-    CosmosData,
-    DiffusionTask,
-    encode_latents,
-    fit_latent_stats,
-    train_autoencoder,
-    train_diffusion,
-    validation_diffusion_loss,
-)
+from ldlm.recipes.stages import train_autoencoder, train_diffusion
 from ldlm.runstate import RunStages
 from ldlm.source_latents import encode_sources
 from ldlm.train import Trainer, infinite_batches
@@ -136,7 +129,7 @@ def train_seq2seq(
         fresh = lambda: init_from_unconditional(model, s2s.init_from)
         summary.update(stages.run("init", model, lambda: {"init_from": s2s.init_from, "fresh_parameters": fresh()}))
     else:
-        data = CosmosData(train=train.targets, valid=valid.targets, extra=train.sources)
+        data = RunTexts(train=train.targets, valid=valid.targets, extra=train.sources)
         summary.update(stages.run("autoencoder", model, lambda: train_autoencoder(model, data, cfg, run_dir, progress)))
         if cfg.diffusion_train.steps:  # the unconditional model the conditional one starts from
             summary.update(stages.run("diffusion", model, lambda: train_diffusion(model, data, cfg, run_dir, progress)))
@@ -147,6 +140,4 @@ def train_seq2seq(
     summary.update(stages.run("seq2seq", model, conditional))
     stage_minutes = ("autoencoder_minutes", "diffusion_minutes", "seq2seq_minutes")
     summary["train_minutes"] = sum(summary.get(k, 0.0) for k in stage_minutes)
-    summary = {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in summary.items()}
-    stages.save_outputs(model, summary)
-    return model, summary
+    return model, stages.finish(model, summary)
