@@ -12,9 +12,7 @@ import pytest
 import torch
 
 from ldlm.data import (
-    FeatureDataset,
     FeatureSet,
-    TokenDataset,
     build_features,
     cache_key,
     tokenize_texts,
@@ -150,24 +148,8 @@ def test_concurrent_builders_encode_once(encoder, tmp_path, monkeypatch):
     assert np.array_equal(np.asarray(results["first"].features), np.asarray(results["second"].features))
 
 
-def test_datasets_and_pickling(encoder, tmp_path):
+def test_feature_set_pickles_by_path(encoder, tmp_path):
     fs = build_features(encoder, TEXTS[:3], MAX_LENGTH, cache_dir=tmp_path, progress=False)
-    ds = FeatureDataset(fs)
-    item = ds[1]
-    assert len(ds) == 3 and set(item) == {"input_ids", "attention_mask", "h"}
-    assert item["h"].shape == (MAX_LENGTH, encoder.hidden_size) and item["h"].dtype == torch.float32
-    loader = torch.utils.data.DataLoader(ds, batch_size=2)
-    first = next(iter(loader))
-    assert torch.equal(first["h"], fs.batch([0, 1])["h"])
-
     clone = pickle.loads(pickle.dumps(fs))  # by path: the memmap is reopened, not copied
     assert isinstance(clone, FeatureSet) and isinstance(clone.features, np.memmap)
     assert np.array_equal(np.asarray(clone.features), np.asarray(fs.features))
-
-    h, mask = next(fs.iter_batches(batch_size=2))
-    assert h.shape == (2, MAX_LENGTH, encoder.hidden_size) and mask.shape == (2, MAX_LENGTH)
-
-    tok = tokenize_texts(encoder.tokenizer, TEXTS[:3], MAX_LENGTH)
-    tds = TokenDataset(tok)
-    assert len(tds) == 3 and set(tds[0]) == {"input_ids", "attention_mask"}
-    assert torch.equal(tds[2]["input_ids"], fs.input_ids[2])

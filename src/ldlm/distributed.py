@@ -57,15 +57,6 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def batch_layout(global_batch: int, grad_accum: int, world: int) -> tuple[int, int]:
     """(micro_batch, accumulation) per process for a ``global_batch`` split over ``world`` processes.
 

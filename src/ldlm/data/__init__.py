@@ -2,9 +2,7 @@
 
 from ldlm.data.features import (
     FeatureCacheError,
-    FeatureDataset,
     FeatureSet,
-    TokenDataset,
     build_features,
     cache_key,
 )
@@ -29,9 +27,7 @@ from ldlm.data.tokenize import (
 __all__ = [
     "DatasetError",
     "FeatureCacheError",
-    "FeatureDataset",
     "FeatureSet",
-    "TokenDataset",
     "TokenizedTexts",
     "appended_end_token",
     "build_features",

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ldlm.data.tokenize import TokenizedTexts, appended_end_token, packed_tokens, tokenize_texts
@@ -43,9 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FeatureCacheError",
-    "FeatureDataset",
     "FeatureSet",
-    "TokenDataset",
     "build_features",
     "cache_key",
 ]
@@ -133,12 +130,6 @@ class FeatureSet:
             "attention_mask": self.attention_mask[t_idx],
             "h": torch.from_numpy(np.asarray(self.features[idx], dtype=np.float32)),
         }
-
-    def iter_batches(self, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``(h: (B, L, D) float32, mask: (B, L))`` in order, e.g. for ``FrozenEncoder.fit_stats``."""
-        for start in range(0, len(self), batch_size):
-            b = self.batch(np.arange(start, min(start + batch_size, len(self))))
-            yield b["h"], b["attention_mask"]
 
     # Pickle (DataLoader workers under spawn) by path: a memmap would otherwise be copied into memory.
     def __getstate__(self) -> dict[str, Any]:
@@ -437,38 +428,3 @@ def _build_entry(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # no-op after a successful rename
     return _open_entry(final, *shape_args)
-
-
-# --- torch datasets --------------------------------------------------------------------------------------
-
-
-class FeatureDataset(Dataset):
-    """Items ``{input_ids: (L,), attention_mask: (L,), h: (L, D) float32}`` read from a cached FeatureSet."""
-
-    def __init__(self, features: FeatureSet):
-        self.features = features
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        fs = self.features
-        return {
-            "input_ids": fs.input_ids[i],
-            "attention_mask": fs.attention_mask[i],
-            "h": torch.from_numpy(np.asarray(fs.features[i], dtype=np.float32)),
-        }
-
-
-class TokenDataset(Dataset):
-    """Items ``{input_ids: (L,), attention_mask: (L,)}`` for training that runs the encoder on the fly."""
-
-    def __init__(self, tokens: TokenizedTexts):
-        self.input_ids = tokens.input_ids
-        self.attention_mask = tokens.attention_mask
-
-    def __len__(self) -> int:
-        return self.input_ids.shape[0]
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.input_ids[i], "attention_mask": self.attention_mask[i]}

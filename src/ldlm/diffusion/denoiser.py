@@ -38,8 +38,22 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """DiT's adaptive LayerNorm modulation ``x (1 + scale) + shift``; x: (B, N, W), shift/scale: (B, 1, W)."""
+    return x * (1 + scale) + shift
+
+
+def fused_self_attention(qkv: nn.Linear, proj: nn.Linear, heads: int, x: torch.Tensor) -> torch.Tensor:
+    """Unmasked multi-head self-attention with one fused q/k/v projection: x (B, N, W) -> (B, N, W)."""
+    b, n, width = x.shape
+    q, k, v = qkv(x).view(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    return proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, width))
+
+
 class SelfAttentionBlock(nn.Module):
-    """Pre-norm transformer block on ``scaled_dot_product_attention``."""
+    """Pre-norm transformer block on ``scaled_dot_product_attention``: the unmasked
+    :class:`~ldlm.transformer.TransformerBlock` with a fused q/k/v projection. Kept apart from it because its
+    parameters (``qkv``, ``proj``) and their initialisation order are those of every saved transformer denoiser."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: float):
         super().__init__()
@@ -51,10 +65,7 @@ class SelfAttentionBlock(nn.Module):
         self.mlp = MLP(width, mlp_ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, width = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v)
-        x = x + self.proj(attn.transpose(1, 2).reshape(b, n, width))
+        x = x + fused_self_attention(self.qkv, self.proj, self.heads, self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
 
@@ -160,12 +171,8 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).unsqueeze(1).chunk(6, dim=-1)
-        b, n, width = x.shape
-        h = self.norm1(x) * (1 + scale1) + shift1
-        q, k, v = self.qkv(h).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v)
-        x = x + gate1 * self.proj(attn.transpose(1, 2).reshape(b, n, width))
-        return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
+        x = x + gate1 * fused_self_attention(self.qkv, self.proj, self.heads, modulate(self.norm1(x), shift1, scale1))
+        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
 class DiTDenoiser(_DenoiserStem):
@@ -187,7 +194,7 @@ class DiTDenoiser(_DenoiserStem):
         for i, block in enumerate(self.blocks):
             x = self.attend(i, block(x, c), cond)
         shift, scale = self.ada_out(c).unsqueeze(1).chunk(2, dim=-1)
-        return self.output(z_t, t, self.proj_out(self.norm_out(x) * (1 + scale) + shift))
+        return self.output(z_t, t, self.proj_out(modulate(self.norm_out(x), shift, scale)))
 
 
 DENOISERS = {"transformer": TransformerDenoiser, "dit": DiTDenoiser}
