@@ -33,3 +33,9 @@ def sampling_autocast(setting: str, device: torch.device | str) -> torch.dtype |
     if setting == "auto":
         setting = "bf16" if torch.device(device).type == "cuda" else "no"
     return {"no": None, "bf16": torch.bfloat16}[setting]
+
+
+def cuda_sync() -> None:
+    """Wait for queued CUDA work (a no-op where CUDA is unused), so that wall-clock timers cover the kernels."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()

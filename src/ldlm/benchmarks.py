@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ldlm.accel import cuda_sync
 from ldlm.autoencoder import head_argmax
 from ldlm.bench_report import bench_markdown, plot_bench
 from ldlm.config import DiffusionConfig
@@ -62,6 +63,8 @@ class BenchConfig:
     train_warmup: int = 3
     train_steps: int = 20
     threads: int | None = None  # torch intra-op threads (None: torch's default, all cores)
+    device: str = "cpu"  # sampling and step-cost rows (ldlm.gpu_check runs them on CUDA)
+    bf16: bool = False  # bf16 autocast of the sampling and step-cost rows (COSMOS Table 4 timed in bf16)
     smoke: bool = False
 
     @classmethod
@@ -82,10 +85,17 @@ def _time(fn: Callable[[], object], warmup: int, repeats: int) -> float:
             fn()
         times = []
         for _ in range(repeats):
+            cuda_sync()
             start = time.perf_counter()
             fn()
+            cuda_sync()
             times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _autocast(c: BenchConfig):
+    """bf16 autocast on ``c.device`` when ``c.bf16``, else nothing."""
+    return torch.autocast(torch.device(c.device).type, dtype=torch.bfloat16, enabled=c.bf16)
 
 
 def _params(*modules: nn.Module) -> int:
@@ -136,17 +146,22 @@ def bench_sampling(c: BenchConfig) -> dict:
     schedule = build_schedule("tan", 5.0, 0.999)
     latent_params = _params(denoiser, decoder, head)
     gpt2, gpt2_layers = _gpt2(c, latent_params)
-    prompt = torch.zeros(c.batch, 1, dtype=torch.long)
+    for module in (denoiser, decoder, head, gpt2):
+        module.to(c.device)
+    prompt = torch.zeros(c.batch, 1, dtype=torch.long, device=c.device)
 
     def latent(length: int) -> torch.Tensor:  # the pipeline's path: T denoiser calls, then one decode
-        z = sample_latents(denoiser, schedule, (c.batch, c.num_latents, c.latent_dim), steps=c.steps)
-        return head_argmax(head, decoder(z, num_outputs=length))
+        shape = (c.batch, c.num_latents, c.latent_dim)
+        with _autocast(c):
+            z = sample_latents(denoiser, schedule, shape, steps=c.steps, device=c.device)
+            return head_argmax(head, decoder(z, num_outputs=length))
 
     def autoregressive(length: int) -> torch.Tensor:
-        return gpt2.generate(
-            prompt, attention_mask=torch.ones_like(prompt), do_sample=False, use_cache=True,
-            min_new_tokens=length, max_new_tokens=length, pad_token_id=0, eos_token_id=None,
-        )  # fmt: skip
+        with _autocast(c):
+            return gpt2.generate(
+                prompt, attention_mask=torch.ones_like(prompt), do_sample=False, use_cache=True,
+                min_new_tokens=length, max_new_tokens=length, pad_token_id=0, eos_token_id=None,
+            )  # fmt: skip
 
     rows = [
         {
@@ -161,16 +176,26 @@ def bench_sampling(c: BenchConfig) -> dict:
 
 def bench_step_cost(c: BenchConfig) -> list[dict]:
     """One latent denoising step (N positions, no head) vs one token-level step (L positions + vocab head)."""
-    cfg = _diffusion_cfg(c)
-    token = build_denoiser(cfg, latent_dim=c.width, num_latents=c.step_length).eval()
-    head = nn.Linear(c.width, c.vocab)
-    x, t = torch.randn(c.batch, c.step_length, c.width), torch.full((c.batch,), 0.5)
-    token_s = _time(lambda: head(token(x, t, x)), c.warmup, c.repeats)
+    cfg, dev = _diffusion_cfg(c), c.device
+    token = build_denoiser(cfg, latent_dim=c.width, num_latents=c.step_length).eval().to(dev)
+    head = nn.Linear(c.width, c.vocab).to(dev)
+    x, t = torch.randn(c.batch, c.step_length, c.width, device=dev), torch.full((c.batch,), 0.5, device=dev)
+
+    def token_step() -> torch.Tensor:
+        with _autocast(c):
+            return head(token(x, t, x))
+
+    token_s = _time(token_step, c.warmup, c.repeats)
     rows = []
     for n in c.step_latents:
-        latent = build_denoiser(cfg, latent_dim=c.latent_dim, num_latents=n).eval()
-        z = torch.randn(c.batch, n, c.latent_dim)
-        latent_s = _time(lambda m=latent, z=z: m(z, t, z), c.warmup, c.repeats)
+        latent = build_denoiser(cfg, latent_dim=c.latent_dim, num_latents=n).eval().to(dev)
+        z = torch.randn(c.batch, n, c.latent_dim, device=dev)
+
+        def latent_step(m: nn.Module = latent, z: torch.Tensor = z) -> torch.Tensor:
+            with _autocast(c):
+                return m(z, t, z)
+
+        latent_s = _time(latent_step, c.warmup, c.repeats)
         rows.append({"num_latents": n, "latent_step_s": latent_s, "token_step_s": token_s, "ratio": token_s / latent_s})
     return rows
 
@@ -256,13 +281,22 @@ NOTES = {
 
 
 def run_benchmarks(
-    out: str | Path = "results/bench.json", *, smoke: bool = False, quickstart_report: str | Path | None = None
+    out: str | Path = "results/bench.json",
+    *,
+    smoke: bool = False,
+    quickstart_report: str | Path | None = None,
+    batch: int | None = None,
 ) -> dict:
     """Run every benchmark in this process; write JSON (atomically), a PNG and a Markdown table beside it.
 
     ``quickstart_report``: the ``ldlm quickstart`` JSON whose ``peak_rss_gib`` is copied (default: beside ``out``).
+    ``batch``: texts per sampling batch and step-cost row (default: :class:`BenchConfig`'s, 8; 2 with ``smoke``).
     """
     c = BenchConfig.smoke_config() if smoke else BenchConfig()
+    if batch is not None:
+        if batch < 1:
+            raise ValueError(f"batch={batch} must be >= 1")
+        c = dataclasses.replace(c, batch=batch)
     out = Path(out)
     torch.manual_seed(0)
     start, threads = time.perf_counter(), torch.get_num_threads()

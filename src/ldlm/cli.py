@@ -1,4 +1,5 @@
-"""``ldlm`` command line: train | sample | quickstart | report | configs | evaluate | sweep | probe | bench | ablate.
+"""``ldlm`` command line: train | sample | quickstart | report | configs | evaluate | sweep | probe | bench | ablate |
+gpu-check.
 
 ldlm train CONFIG [key.sub=value ...] [--resume]   train a preset (configs/) or a YAML file, e.g.
                                           ldlm train quickstart autoencoder_train.steps=500
@@ -16,7 +17,10 @@ ldlm curve RUN_DIR [RUN_DIR ...] [--minutes 15,30,60]   quality of kept checkpoi
 ldlm compare NAME=REPORT.json ... --out F   rows of several evaluate reports + the real-text row, one JSON
 ldlm probe {interpolation,robustness,mismatch,trajectory,loss-t,positions,all} RUN_DIR   latent-space probes
 ldlm push RUN_DIR --repo owner/name [--private] [--revision BRANCH]   weights, config, card, results: one hub commit
-ldlm bench [--smoke] [--out results/bench.json]   sampling speed vs GPT-2, step cost, % of matmul peak -> JSON + PNG
+ldlm bench [--smoke] [--batch 8] [--out results/bench.json]   sampling speed vs GPT-2, step cost, % of matmul peak
+                                          -> JSON + PNG
+ldlm gpu-check [--smoke] [--out results/gpu_check.json]   paper presets' training step time, peak memory, tokens/s
+                                          (bf16, eager + torch.compile) and the sampling bench at batch 512 (CUDA)
 ldlm ablate TABLE [--seeds 0,1,2] [--rows r1,r2] [--dry-run] [--report-only] [--generate-only]
                   [--out-dir results/ablations] [--runs-dir runs/ablations] [--markdown docs/results.md]
                                           a paper table (configs/ablations/TABLE.yaml or a YAML path): train and
@@ -422,9 +426,25 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
     if Path(args.out).suffix != ".json":
         raise CLIError(f"--out {args.out!r} must end in .json (the PNG is written beside it)")
-    result = run_benchmarks(args.out, smoke=args.smoke)
+    result = run_benchmarks(args.out, smoke=args.smoke, batch=args.batch)
     print(json.dumps({k: v for k, v in result.items() if isinstance(v, float)}, indent=2))
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}", file=sys.stderr)
+
+
+def _cmd_gpu_check(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    import torch
+
+    from ldlm.gpu_check import CheckConfig, run_check
+
+    if not args.smoke and not torch.cuda.is_available():
+        raise CLIError("the full GPU check needs a CUDA device (this machine has none): use --smoke on a CPU")
+    c = CheckConfig.smoke_config() if args.smoke else CheckConfig()
+    c = dataclasses.replace(c, steps=args.steps or c.steps, budget_s=c.budget_s if args.budget is None else args.budget)
+    result = run_check(args.out, c, only=tuple(args.only.split(",")) if args.only else ())
+    print(json.dumps(result, indent=2))
+    print(f"wrote {args.out}", file=sys.stderr)
 
 
 def _cmd_ablate(args: argparse.Namespace) -> None:
@@ -549,8 +569,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="speed: latent sampling vs GPT-2, step cost, %% of matmul peak (JSON + PNG)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds (for tests/CI)")
+    p.add_argument("--batch", type=int, default=None, help="texts per sampling batch and step-cost row (default 8)")
     p.add_argument("--out", default="results/bench.json", help="JSON file to write (a PNG is written beside it)")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("gpu-check", help="paper presets' training step time, memory, tokens/s + bench at batch 512")
+    p.add_argument("--smoke", action="store_true", help="tiny presets, fp32, a few steps: seconds on a CPU")
+    p.add_argument("--out", default="results/gpu_check.json", help="JSON file to write (rewritten after each item)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per training row (default 50; smoke 3)")
+    p.add_argument("--budget", type=float, default=None, help="seconds; later items are skipped (default 540)")
+    p.add_argument("--only", default=None, help="comma-separated item names (see the JSON's config.order), or bench")
+    p.set_defaults(func=_cmd_gpu_check)
 
     p = sub.add_parser("ablate", help="reproduce a paper ablation table: train + measure rows x seeds, JSON + Markdown")
     p.add_argument("table", help="spec name in configs/ablations/ (e.g. cosmos_table2) or a YAML path")

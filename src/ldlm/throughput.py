@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import torch
 
+from ldlm.accel import cuda_sync
 from ldlm.config import RunConfig, load_config
 from ldlm.memory import reset_peak_rss, status_gib
 from ldlm.pipeline import LatentDiffusionLM
@@ -52,9 +53,11 @@ def stage_runs(cosmos_preset: str, ldlm_preset: str) -> list[StageRun]:
     ]
 
 
-def _stamped(batches: Iterator, stamps: list[float]) -> Iterator:
-    """Yield ``batches``, appending ``perf_counter()`` before each is built: micro-batch k starts at stamps[k]."""
+def stamped(batches: Iterator, stamps: list[float]) -> Iterator:
+    """Yield ``batches``, appending ``perf_counter()`` before each is built: micro-batch k starts at stamps[k]
+    (on CUDA after the queued kernels of the steps before it have finished)."""
     while True:
+        cuda_sync()
         stamps.append(time.perf_counter())
         yield next(batches)
 
@@ -107,13 +110,13 @@ def _fit_feature_stats(model: LatentDiffusionLM, source, rows: int = 256) -> Non
     encoder.fit_stats(source.raw_features(model, torch.arange(s, min(n, s + 64))) for s in range(0, n, 64))
 
 
-def _timed_fit(trainer, stream, start: int, stamps: list[float]) -> tuple[float | None, float | None]:
+def timed_fit(trainer, stream, start: int, stamps: list[float]) -> tuple[float | None, float | None]:
     """Run ``trainer`` from step ``start``, stamping each micro-batch; (RSS before, peak RSS during) in GiB."""
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     reset = reset_peak_rss()
     before = status_gib("VmRSS")
-    trainer.fit(_stamped(stream, stamps), start_step=start)
+    trainer.fit(stamped(stream, stamps), start_step=start)
     return before, (status_gib("VmHWM") if reset else None)
 
 
@@ -132,7 +135,7 @@ def measure_stage(run: StageRun, *, warmup: int, steps: int, encoders: dict) -> 
     with tempfile.TemporaryDirectory() as log_dir:
         trainer = Trainer(task, tc, log_dir=log_dir, name=run.stage, progress=False, resume=False)
         model.to(trainer.device)
-        before, peak = _timed_fit(trainer, stream, at, stamps)
+        before, peak = timed_fit(trainer, stream, at, stamps)
     seconds = stamps[(warmup + steps) * tc.grad_accum] - stamps[warmup * tc.grad_accum]
     row = {
         "name": run.name,
