@@ -53,7 +53,7 @@ def child(mode: str, corpus: Path, workdir: Path, length: int, batch: int) -> di
     from ldlm.data.batches import BatchStream
     from ldlm.data.streaming import stream_texts
     from ldlm.data.token_file import TokenRows, write_token_file
-    from ldlm.resources import resolve_model
+    from ldlm.storage.resources import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm-l6"))
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS

@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ldlm.io import atomic_write_json
+from ldlm.storage.io import atomic_write_json
 
 STAGES = {
     "cosmos": [("autoencoder", "head_pretrain_steps"), ("autoencoder_train", "steps"), ("diffusion_train", "steps")],

@@ -15,12 +15,12 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ldlm import distributed
 from ldlm.config import TrainConfig, load_config
 from ldlm.data.batches import BatchStream
 from ldlm.diffusion.timesteps import AdaptiveTimesteps
 from ldlm.recipes import train_cosmos
-from ldlm.train import Trainer, infinite_batches
+from ldlm.training import distributed
+from ldlm.training.train import Trainer, infinite_batches
 
 TINY = [
     "autoencoder_train.steps=6",

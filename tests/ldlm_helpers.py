@@ -7,7 +7,7 @@ import functools
 import torch
 
 from ldlm.config import RunConfig, load_config
-from ldlm.encoders import FrozenEncoder
+from ldlm.model.encoders import FrozenEncoder
 from ldlm.pipeline import LatentDiffusionLM
 
 

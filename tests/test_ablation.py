@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from ldlm import cli
-from ldlm.ablation import load_spec
-from ldlm.ablation.run import read_result
-from ldlm.ablation.spec import ABLATION_DIR, AblationSpecError
-from ldlm.ablation.table import markdown_table, ordering_agreement
+from ldlm.apps.ablation import load_spec
+from ldlm.apps.ablation.run import read_result
+from ldlm.apps.ablation.spec import ABLATION_DIR, AblationSpecError
+from ldlm.apps.ablation.table import markdown_table, ordering_agreement
 from ldlm.evaluation.suite import summarize
 from ldlm.recipes import RECIPES
 
@@ -60,8 +60,8 @@ def no_training(monkeypatch):
 
     for recipe in list(RECIPES):
         monkeypatch.setitem(RECIPES, recipe, refuse)
-    monkeypatch.setattr("ldlm.ablation.run.generate", refuse)
-    monkeypatch.setattr("ldlm.ablation.run.score", refuse)
+    monkeypatch.setattr("ldlm.apps.ablation.run.generate", refuse)
+    monkeypatch.setattr("ldlm.apps.ablation.run.score", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_training_curves_are_the_mean_of_the_runs_logs_and_plotted(table):
 
 
 def test_training_log_keeps_logged_curves_and_means_use_the_steps_every_seed_logged(tmp_path):
-    from ldlm.ablation.training import mean_training_curves, run_training_log, training_log
+    from ldlm.apps.ablation.training import mean_training_curves, run_training_log, training_log
 
     def write_log(run: str, rows: list[dict]) -> Path:
         (tmp_path / run / "joint").mkdir(parents=True)
@@ -163,7 +163,7 @@ def test_training_log_keeps_logged_curves_and_means_use_the_steps_every_seed_log
 def test_reaggregating_without_run_dirs_keeps_the_earlier_curves_of_rows_with_the_same_seeds():
     """Old per-run JSONs read their training log from run directories, which a fresh checkout lacks: the table's
     curves must survive a re-aggregation there, but not when the row's seeds changed (they would be stale)."""
-    from ldlm.ablation.training import keep_earlier_curves
+    from ldlm.apps.ablation.training import keep_earlier_curves
 
     old_curve = {"step": [50], "mean": [0.4], "seeds": 2}
     previous = {
@@ -178,12 +178,12 @@ def test_reaggregating_without_run_dirs_keeps_the_earlier_curves_of_rows_with_th
 
 
 def test_row_figure_shows_measured_rows_in_table_units_beside_the_papers(monkeypatch, tmp_path):
-    from ldlm.ablation.curves import plot_row_figures
+    from ldlm.apps.ablation.curves import plot_row_figures
     from ldlm.evaluation.suite import summarize
 
     drawn = {}
     monkeypatch.setattr(
-        "ldlm.evaluation.figures.plot_report",
+        "ldlm.reporting.figures.plot_report",
         lambda out, rows, metrics, title, **kw: drawn.update(rows=rows, metrics=metrics, **kw) or Path(out),
     )
     row = {"runnable": True, "seeds": [0, 1], "ours": {"mauve": summarize([0.1, 0.3])}, "paper": {"mauve": 80.0}}
@@ -258,7 +258,7 @@ def test_generate_only_then_scoring_elsewhere_gives_the_same_figures(table, monk
     monkeypatch.undo()
     for recipe in list(RECIPES):  # scoring needs neither training nor the saved model
         monkeypatch.setitem(RECIPES, recipe, lambda *a, **k: pytest.fail("retrained"))
-    monkeypatch.setattr("ldlm.ablation.run.trained_model", lambda *a, **k: pytest.fail("model loaded to score"))
+    monkeypatch.setattr("ldlm.apps.ablation.run.trained_model", lambda *a, **k: pytest.fail("model loaded to score"))
     assert ablate(spec, root, "--rows", "no_mse") == 0
     assert capsys.readouterr().out.count("scored the texts generated earlier on cpu") == 2
     for seed in (0, 1):
@@ -366,7 +366,7 @@ def test_shipped_specs_load_and_mark_unrunnable_rows(table_name):
 
 
 def test_a_cell_says_when_fewer_runs_than_the_rows_seeds_report_the_figure():
-    from ldlm.ablation.table import _cell
+    from ldlm.apps.ablation.table import _cell
 
     two_of_three = summarize([0.62, None, 0.64])  # e.g. a run older than the metric
     assert two_of_three["n"] == 2
@@ -375,7 +375,7 @@ def test_a_cell_says_when_fewer_runs_than_the_rows_seeds_report_the_figure():
 
 
 def test_seeds_cell_says_where_each_seed_trained():
-    from ldlm.ablation.table import _seeds_cell
+    from ldlm.apps.ablation.table import _seeds_cell
 
     mixed = {"seeds": [0, 1, 2], "hardware": {"0": "cpu", "1": "NVIDIA H200", "2": "NVIDIA H200"}}
     assert _seeds_cell(mixed) == "0 (cpu); 1,2 (NVIDIA H200)"
@@ -392,7 +392,7 @@ def test_modes_exclude_each_other(tmp_path, no_training, capsys):
 
 def _shared_spec(root: Path, monkeypatch, **changes) -> Path:
     """A second table whose one row is tiny_table's `base` row (`same_as`), both found by name in ``root``."""
-    monkeypatch.setattr("ldlm.ablation.spec.ABLATION_DIR", root)
+    monkeypatch.setattr("ldlm.apps.ablation.spec.ABLATION_DIR", root)
     shared = {"name": "shared", "same_as": "tiny_table/base", "paper": {"mauve": 0.4}}
     metrics = ["judge_ppl", "mauve", "mismatch", "heldout_head_accuracy_true_h"]  # the last: not in tiny_table
     spec = {**SPEC, "name": "tiny_shared", "metrics": metrics, "paper_reference": {}}

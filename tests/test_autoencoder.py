@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldlm.autoencoder import TextAutoencoder
 from ldlm.config import AutoencoderConfig
+from ldlm.model.autoencoder import TextAutoencoder
 from ldlm.objectives.augment import augmentation_strength, latent_dropout, perturb_activations
 from ldlm.objectives.head import centroid_head_
 from ldlm.objectives.losses import kl_divergence, token_cross_entropy

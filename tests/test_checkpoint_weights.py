@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from ldlm.checkpoint import CheckpointError, load_ema_weights
 from ldlm.config import TrainConfig
-from ldlm.train import Trainer
+from ldlm.training.checkpoint import CheckpointError, load_ema_weights
+from ldlm.training.train import Trainer
 
 
 class _Model(nn.Module):

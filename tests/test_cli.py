@@ -150,7 +150,7 @@ def test_empty_config_file_gives_one_clear_error(text, tmp_path, capsys):
 
 def test_nonfinite_loss_gives_one_clear_error(tmp_path, capsys, monkeypatch):
     """A NaN loss under on_nonfinite=stop (the default) ends the run with one line and exit code 2, no traceback."""
-    from ldlm import train
+    from ldlm.training import train
 
     real_init = train.Trainer.__init__
 

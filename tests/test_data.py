@@ -29,7 +29,7 @@ from ldlm.data import (
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from ldlm.resources import resolve_model
+    from ldlm.storage.resources import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model("minilm-l6"))
 
@@ -256,7 +256,7 @@ def test_padded_rows_of_a_causal_tokenizer_end_in_a_real_eos(name):
     position (mask 0) and decoders never learn where a text stops."""
     from transformers import AutoTokenizer
 
-    from ldlm.resources import resolve_model
+    from ldlm.storage.resources import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(name))
     eos = tokenizer.eos_token_id
@@ -275,7 +275,7 @@ def test_decode_text_cleans_wordpiece_spaces_and_keeps_bpe_spaces(tokenizer, mon
     so cleanup is not requested there (transformers would ignore it with a warning on every run)."""
     from transformers import AutoTokenizer
 
-    from ldlm.resources import resolve_model
+    from ldlm.storage.resources import resolve_model
 
     ids = tokenizer("hello, world. it's fine!", add_special_tokens=True)["input_ids"]
     assert decode_text(tokenizer, ids) == "hello, world. it's fine!"

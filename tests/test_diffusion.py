@@ -9,9 +9,9 @@ import torch
 
 from ldlm.config import SAMPLER_NAMES, DiffusionConfig
 from ldlm.diffusion import SAMPLERS, build_denoiser, build_schedule, diffusion_loss, sample_latents
-from ldlm.diffusion.samplers import time_grid
 from ldlm.diffusion.schedule import CosineSchedule, TanSchedule
 from ldlm.diffusion.timesteps import build_timestep_sampler
+from ldlm.sampling.samplers import time_grid
 
 
 def _gen(seed=0):

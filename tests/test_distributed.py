@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ldlm.distributed import batch_layout
+from ldlm.training.distributed import batch_layout
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 

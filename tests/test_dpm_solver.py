@@ -17,8 +17,8 @@ import torch
 from ldlm_helpers import tiny_model
 
 from ldlm.config import load_config
-from ldlm.diffusion.samplers import DPM_LAMBDA_END, SAMPLERS, sample_latents, time_grid
 from ldlm.diffusion.schedule import CosineSchedule, NoiseSchedule, TanSchedule
+from ldlm.sampling.samplers import DPM_LAMBDA_END, SAMPLERS, sample_latents, time_grid
 
 
 def _gaussian_oracle(schedule, mu: torch.Tensor, cov: torch.Tensor):

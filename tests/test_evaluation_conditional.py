@@ -8,7 +8,7 @@ import sacrebleu
 from rouge_score import rouge_scorer
 
 from ldlm.evaluation.conditional import bertscore, bleu, conditional_metrics, rouge
-from ldlm.resources import resolve_model
+from ldlm.storage.resources import resolve_model
 
 HYPS = ["the cat sat on the mat today", "a quick brown fox jumps", "he said the plan would work", ""]
 REFS = ["the cat was sitting on the mat", "the quick brown fox jumped over it", "he said that the plan works", "x"]

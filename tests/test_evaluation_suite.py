@@ -20,7 +20,7 @@ import pytest
 from ldlm import cli
 from ldlm.evaluation import suite
 from ldlm.evaluation.suite import SuiteConfig, evaluate_model, split_reference, summarize
-from ldlm.evaluation.writer import reproduce_command, write_report
+from ldlm.reporting.writer import reproduce_command, write_report
 
 HELDOUT = [f"Real Sentence {i} about topic {i % 7} and more words here" for i in range(40)]
 TRAIN = [f"training text {i} alpha beta gamma delta" for i in range(30)]

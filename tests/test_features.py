@@ -31,7 +31,7 @@ MAX_LENGTH = 16
 
 @pytest.fixture(scope="module")
 def encoder():
-    from ldlm.encoders import FrozenEncoder
+    from ldlm.model.encoders import FrozenEncoder
 
     return FrozenEncoder("minilm-l6")
 

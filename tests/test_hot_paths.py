@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from ldlm.accel import compile_denoiser, sampling_autocast
-from ldlm.autoencoder import head_argmax
 from ldlm.config import ConfigError, DiffusionConfig, TrainConfig, load_config, validate
 from ldlm.diffusion import build_denoiser, build_schedule, sample_latents
-from ldlm.memory import peak_rss_gib, reset_peak_rss, status_gib
+from ldlm.model.autoencoder import head_argmax
+from ldlm.training.accel import compile_denoiser, sampling_autocast
+from ldlm.training.memory import peak_rss_gib, reset_peak_rss, status_gib
 
 # ----------------------------------------------------------------------------- decoding
 
@@ -130,7 +130,7 @@ class _DenoiserTask(nn.Module):
 
 
 def _fit(tmp_path, compile_flag: bool) -> nn.Module:
-    from ldlm.train import Trainer
+    from ldlm.training.train import Trainer
 
     torch.manual_seed(0)
     task = _DenoiserTask()
@@ -178,9 +178,9 @@ def test_bench_reads_the_quickstart_peak_rss(tmp_path):
 
 
 def test_quickstart_report_records_peak_rss_and_passes_heldout_texts(tiny_run, tmp_path, monkeypatch):
-    import ldlm.report
+    import ldlm.evaluation.untrained
+    from ldlm.apps.quickstart import report_run
     from ldlm.data.texts import load_run_texts
-    from ldlm.quickstart import report_run
 
     judged = {
         "samples": ["a story."],
@@ -191,7 +191,9 @@ def test_quickstart_report_records_peak_rss_and_passes_heldout_texts(tiny_run, t
         "untrained_stats": {"entropy": 2.0},
     }
     seen = {}
-    monkeypatch.setattr(ldlm.report, "judge_against_untrained", lambda *a, **kw: seen.update(kw) or judged)
+    monkeypatch.setattr(
+        ldlm.evaluation.untrained, "judge_against_untrained", lambda *a, **kw: seen.update(kw) or judged
+    )
     out = tmp_path / "quickstart.json"
     result = report_run(tiny_run.model, out, config="tiny", started=time.perf_counter())
     assert 0 < result["peak_rss_gib"] < 64

@@ -15,12 +15,13 @@ import torch
 from huggingface_hub import ModelCard
 from test_evaluation_suite import HELDOUT, TRAIN, FakeJudge, FakeModel
 
-from ldlm import cli, hub
+from ldlm import cli
 from ldlm.config import load_config
 from ldlm.data import DatasetError, load_texts
 from ldlm.data.streaming import stream_texts
-from ldlm.model_card import read_evaluations
 from ldlm.pipeline import LatentDiffusionLM, load_model
+from ldlm.storage import hub
+from ldlm.storage.model_card import read_evaluations
 
 REPO = "someone/tiny-cosmos"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -8,9 +8,9 @@ import pytest
 import torch
 from ldlm_helpers import synthetic_batch, tiny_config, tiny_model
 
-from ldlm.autoencoder import IdentityResampler, TextAutoencoder
 from ldlm.config import ConfigError, load_config
 from ldlm.data.sources import normalized_features
+from ldlm.model.autoencoder import IdentityResampler, TextAutoencoder
 from ldlm.objectives.autoencoder import AutoencoderTask
 from ldlm.objectives.joint import JointTask
 from ldlm.pipeline import LatentDiffusionLM

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from ldlm.io import atomic_write_json, atomic_write_text
+from ldlm.storage.io import atomic_write_json, atomic_write_text
 
 
 def test_atomic_write_replaces_whole_file_with_umask_permissions(tmp_path):

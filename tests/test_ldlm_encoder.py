@@ -9,8 +9,8 @@ from ldlm_helpers import tiny_config
 
 from ldlm.config import ConfigError
 from ldlm.data import build_features, cache_key, pack_texts
-from ldlm.encoders import FrozenEncoder, check_encoder_config
-from ldlm.resources import ModelNotFoundError, resolve_model
+from ldlm.model.encoders import FrozenEncoder, check_encoder_config
+from ldlm.storage.resources import ModelNotFoundError, resolve_model
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from ldlm_helpers import synthetic_batch, tiny_config, tiny_model
 
-from ldlm.autoencoder import TextAutoencoder
+from ldlm.model.autoencoder import TextAutoencoder
 from ldlm.objectives.decoder import DecoderTask
 from ldlm.objectives.joint import JointTask
 

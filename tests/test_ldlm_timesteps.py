@@ -9,7 +9,7 @@ from torch import nn
 
 from ldlm.config import TrainConfig, load_config
 from ldlm.diffusion.timesteps import AdaptiveTimesteps, UniformTimesteps, build_timestep_sampler, timestep_sampler_for
-from ldlm.train import Trainer
+from ldlm.training.train import Trainer
 
 T_MAX = 0.999
 

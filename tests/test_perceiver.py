@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ldlm.perceiver import PerceiverBlock, PerceiverResampler, locality_prior
+from ldlm.model.perceiver import PerceiverBlock, PerceiverResampler, locality_prior
 
 WIDTH, HEADS = 16, 4
 

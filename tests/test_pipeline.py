@@ -10,8 +10,8 @@ import torch
 from safetensors import safe_open
 
 from ldlm import pipeline as pipeline_mod
-from ldlm.io import WeightFileError
 from ldlm.pipeline import CONFIG_NAME, WEIGHTS_NAME, LatentDiffusionLM
+from ldlm.storage.io import WeightFileError
 
 TEXTS = ["the cat sat on the mat.", "rain fell over the quiet town all night long.", "she smiled."]
 

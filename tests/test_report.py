@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ldlm.report import real_reference
+from ldlm.evaluation.untrained import real_reference
 
 LONG = "The Mayor Said On Tuesday that " + " ".join(f"word{i}" for i in range(60))
 

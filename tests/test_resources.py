@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ldlm import resources
-from ldlm.resources import MissingPackageError, ModelNotFoundError, list_models, resolve_model
+from ldlm.storage import resources
+from ldlm.storage.resources import MissingPackageError, ModelNotFoundError, list_models, resolve_model
 
 
 @pytest.fixture

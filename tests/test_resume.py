@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ldlm.config import TrainConfig
-from ldlm.train import Trainer, infinite_batches
+from ldlm.training.train import Trainer, infinite_batches
 
 # ----------------------------------------------------------------------------- a toy task with every kind of state
 
@@ -101,7 +101,7 @@ def test_resume_without_restoring_rng_would_differ(tmp_path, monkeypatch):
     reference = _train(tmp_path / "ref")
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path / "run", crash_at=11)
-    monkeypatch.setattr("ldlm.train.restore_this_rank", lambda *args, **kwargs: None)
+    monkeypatch.setattr("ldlm.training.train.restore_this_rank", lambda *args, **kwargs: None)
     resumed = _train(tmp_path / "run", resume=True)
     assert not torch.equal(resumed.lin.weight, reference.lin.weight)
 

@@ -14,10 +14,10 @@ from ldlm.config import DiffusionConfig, load_config
 from ldlm.diffusion import build_denoiser
 from ldlm.diffusion.conditioning import guided_prediction
 from ldlm.evaluation.seq2seq import derange, margin_bootstrap
-from ldlm.io import WeightFileError
-from ldlm.mbr import mbr_select
+from ldlm.model.source_latents import encode_sources
 from ldlm.recipes.seq2seq import init_from_unconditional
-from ldlm.source_latents import encode_sources
+from ldlm.sampling.mbr import mbr_select
+from ldlm.storage.io import WeightFileError
 
 SMALL = DiffusionConfig(denoiser="transformer", layers=2, width=32, heads=4)
 
@@ -85,7 +85,7 @@ def seq2seq_model():
 
 def test_source_windows_mask_padding(seq2seq_model, caplog):
     long = " ".join(["word"] * 80)
-    with caplog.at_level(logging.WARNING, logger="ldlm.source_latents"):
+    with caplog.at_level(logging.WARNING, logger="ldlm.model.source_latents"):
         z, mask = encode_sources(seq2seq_model, ["a short source", long, "another short one"])
     n = seq2seq_model.cfg.autoencoder.num_latents
     assert z.shape == (3, 2 * n, seq2seq_model.autoencoder.latent_dim)

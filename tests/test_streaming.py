@@ -27,7 +27,7 @@ TEXTS = [f"Sentence number {i} tells a short story about item {i % 7} and its ow
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from ldlm.resources import resolve_model
+    from ldlm.storage.resources import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model("minilm-l6"))
 
@@ -137,7 +137,7 @@ def test_streaming_keeps_memory_bounded_for_a_corpus_larger_than_the_cap(tmp_pat
 
 
 def test_feature_cache_is_sharded_on_disk(tmp_path):
-    from ldlm.encoders import FrozenEncoder
+    from ldlm.model.encoders import FrozenEncoder
 
     encoder = FrozenEncoder("minilm-l6")
     texts = TEXTS[:9]

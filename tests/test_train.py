@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ldlm.config import TrainConfig
-from ldlm.train import Trainer, infinite_batches, lr_lambda
+from ldlm.training.train import Trainer, infinite_batches, lr_lambda
 
 
 def _tcfg(**kw):

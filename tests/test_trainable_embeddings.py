@@ -10,7 +10,7 @@ from ldlm_helpers import tiny_config
 
 from ldlm.config import ConfigError
 from ldlm.data.sources import normalized_features
-from ldlm.encoders import FrozenEncoder, TrainableEmbeddings, build_encoder
+from ldlm.model.encoders import FrozenEncoder, TrainableEmbeddings, build_encoder
 from ldlm.objectives.joint import JointTask, encoder_swapped
 from ldlm.pipeline import LatentDiffusionLM
 from ldlm.recipes.ldlm import train_ldlm

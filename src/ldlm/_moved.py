@@ -17,6 +17,35 @@ import warnings
 
 # old module -> new module (whole-module moves)
 MODULES: dict[str, str] = {
+    "ldlm.accel": "ldlm.training.accel",
+    "ldlm.perceiver": "ldlm.model.perceiver",
+    "ldlm.transformer": "ldlm.model.transformer",
+    "ldlm.autoencoder": "ldlm.model.autoencoder",
+    "ldlm.encoders": "ldlm.model.encoders",
+    "ldlm.source_latents": "ldlm.model.source_latents",
+    "ldlm.train": "ldlm.training.train",
+    "ldlm.runstate": "ldlm.training.runstate",
+    "ldlm.checkpoint": "ldlm.training.checkpoint",
+    "ldlm.distributed": "ldlm.training.distributed",
+    "ldlm.rng": "ldlm.training.rng",
+    "ldlm.memory": "ldlm.training.memory",
+    "ldlm.io": "ldlm.storage.io",
+    "ldlm.hub": "ldlm.storage.hub",
+    "ldlm.model_card": "ldlm.storage.model_card",
+    "ldlm.resources": "ldlm.storage.resources",
+    "ldlm.mbr": "ldlm.sampling.mbr",
+    "ldlm.diffusion.samplers": "ldlm.sampling.samplers",
+    "ldlm.report": "ldlm.evaluation.untrained",
+    "ldlm.plots": "ldlm.reporting.plots",
+    "ldlm.evaluation.figures": "ldlm.reporting.figures",
+    "ldlm.evaluation.writer": "ldlm.reporting.writer",
+    "ldlm.quickstart": "ldlm.apps.quickstart",
+    "ldlm.ablation": "ldlm.apps.ablation",
+    "ldlm.ablation.curves": "ldlm.apps.ablation.curves",
+    "ldlm.ablation.run": "ldlm.apps.ablation.run",
+    "ldlm.ablation.spec": "ldlm.apps.ablation.spec",
+    "ldlm.ablation.table": "ldlm.apps.ablation.table",
+    "ldlm.ablation.training": "ldlm.apps.ablation.training",
     "ldlm.encoder_warmup": "ldlm.objectives.warmup",
 }
 
@@ -40,6 +69,14 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module) -> None:  # the new module is already executed
         return None
+
+    def get_code(self, fullname):  # ``python -m <old name>`` runs the new module's code
+        new = MODULES[fullname]
+        warnings.warn(f"{fullname} moved to {new}; run python -m {new}", DeprecationWarning, stacklevel=2)
+        return importlib.util.find_spec(new).loader.get_code(new)
+
+    def is_package(self, fullname) -> bool:
+        return importlib.util.find_spec(MODULES[fullname]).submodule_search_locations is not None
 
 
 def install() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ldlm.evaluation.figures import _pyplot, save_figure
+from ldlm.reporting.figures import _pyplot, save_figure
 
 
 def plot_bench(result: dict, out: Path) -> Path:

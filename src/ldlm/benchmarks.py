@@ -23,15 +23,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ldlm.accel import cuda_sync
-from ldlm.autoencoder import head_argmax
 from ldlm.bench_report import bench_markdown, plot_bench
 from ldlm.config import DiffusionConfig
 from ldlm.diffusion import build_denoiser, build_schedule, sample_latents
-from ldlm.io import atomic_write_json, atomic_write_text
-from ldlm.memory import peak_rss_gib
-from ldlm.perceiver import PerceiverResampler
+from ldlm.model.autoencoder import head_argmax
+from ldlm.model.perceiver import PerceiverResampler
+from ldlm.storage.io import atomic_write_json, atomic_write_text
 from ldlm.throughput import bench_training
+from ldlm.training.accel import cuda_sync
+from ldlm.training.memory import peak_rss_gib
 
 STEPS_NOTE = (
     "the full run samples with T=200 steps because COSMOS samples with 200 uniform Euler steps (App. C.1), the "

@@ -50,7 +50,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from ldlm.recipes import RECIPES
 
     cfg = load_config(args.config, args.overrides)
-    from ldlm import distributed
+    from ldlm.training import distributed
 
     print(f"training {cfg.name!r} ({cfg.recipe}) -> {cfg.run_dir}", file=sys.stderr)
     extra = {"resume": True} if args.resume else {}
@@ -60,8 +60,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
-    from ldlm.io import atomic_write_text
     from ldlm.pipeline import load_model
+    from ldlm.storage.io import atomic_write_text
 
     # a LatentDiffusionLM, or the AR baseline (recipe: ar); a local directory or a hub id
     model = load_model(args.run_dir, device=args.device, revision=args.revision)
@@ -100,14 +100,14 @@ def _sample_sources(model, args: argparse.Namespace) -> list[str]:
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> None:
-    from ldlm.quickstart import run_quickstart
+    from ldlm.apps.quickstart import run_quickstart
 
     run_quickstart(config=args.config, overrides=args.overrides, out=Path(args.out), progress=not args.quiet)
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
+    from ldlm.apps.quickstart import report_run
     from ldlm.pipeline import LatentDiffusionLM
-    from ldlm.quickstart import report_run
 
     model = LatentDiffusionLM.from_pretrained(args.run_dir, device=args.device)
     report_run(model, Path(args.out), config=model.cfg.name, num_samples=args.num_samples)
@@ -140,20 +140,20 @@ def _name_list(text: str) -> list[str]:
 
 def _load_for_evaluation(args: argparse.Namespace):
     """The trained model of RUN_DIR with its training and held-out texts (as the run's config defines them)."""
+    from ldlm.data.texts import load_run_texts
     from ldlm.pipeline import load_model
-    from ldlm.recipes.cosmos import load_cosmos_data
 
     # recipe: ar reads the same texts as COSMOS; RUN_DIR may be a hub id
     model = load_model(args.run_dir, device=args.device, revision=getattr(args, "revision", None))
     if getattr(args, "checkpoint", None):
         _load_training_checkpoint(model, Path(args.checkpoint))
-    data = load_cosmos_data(model.cfg)
+    data = load_run_texts(model.cfg.data)
     return model, data.train, data.valid
 
 
 def _load_training_checkpoint(model, path: Path) -> None:
     """Swap the EMA weights of a checkpoint of the run's last stage into ``model`` (a point on its learning curve)."""
-    from ldlm.checkpoint import CheckpointError, load_ema_weights
+    from ldlm.training.checkpoint import CheckpointError, load_ema_weights
 
     if not path.is_dir():
         raise CLIError(f"--checkpoint {str(path)!r} is not a directory: name one of RUN_DIR/<stage>/checkpoints/step_*")
@@ -192,7 +192,7 @@ def _summary_line(summaries: dict) -> str:
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from ldlm.evaluation.suite import evaluate_model
-    from ldlm.evaluation.writer import write_report
+    from ldlm.reporting.writer import write_report
 
     if _run_recipe(args.run_dir, args.revision) == "seq2seq":
         return _cmd_evaluate_seq2seq(args)
@@ -207,7 +207,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
     if not args.checkpoint:  # the saved weights were evaluated: their card carries the figures
         from ldlm.evaluation.suite import METRICS
-        from ldlm.evaluation.writer import reproduce_command
+        from ldlm.reporting.writer import reproduce_command
 
         command = reproduce_command(report).removeprefix("HF_HUB_OFFLINE=1 ")
         command = command.replace(f"ldlm evaluate {report['run']}", "ldlm evaluate {model}", 1)
@@ -217,7 +217,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 def _update_card(run_dir: str, kind: str, figures: dict, command: str, report: str) -> None:
     """Record the figures in the model card of RUN_DIR when it is a local, writable model directory."""
-    from ldlm.model_card import record_evaluation
+    from ldlm.storage.model_card import record_evaluation
 
     path = Path(run_dir)
     model_dir = path / "model" if (path / "model" / "config.json").is_file() else path
@@ -241,10 +241,10 @@ def _cmd_evaluate_seq2seq(args: argparse.Namespace) -> None:
     """BLEU, ROUGE-1/2/L, BERTScore of a seq2seq run on its held-out pairs, with permuted-reference and copy-source
     baselines -> results/NAME_seq2seq.json (or --out)."""
     from ldlm.evaluation.seq2seq import evaluate_pairs
-    from ldlm.io import atomic_write_json
-    from ldlm.model_card import find_summary
     from ldlm.pipeline import LatentDiffusionLM, pretrained_dir
     from ldlm.recipes.seq2seq import load_seq2seq_data
+    from ldlm.storage.io import atomic_write_json
+    from ldlm.storage.model_card import find_summary
 
     model = LatentDiffusionLM.from_pretrained(args.run_dir, device=args.device, revision=args.revision)
     _, heldout = load_seq2seq_data(model.cfg)
@@ -284,7 +284,7 @@ def _cmd_evaluate_seq2seq(args: argparse.Namespace) -> None:
 
 
 def _cmd_push(args: argparse.Namespace) -> None:
-    from ldlm.hub import push_model
+    from ldlm.storage.hub import push_model
 
     url = push_model(args.run_dir, args.repo, private=args.private or None, revision=args.revision, token=args.token)
     print(f"pushed {args.run_dir} to {args.repo} in one commit: {url}")
@@ -448,7 +448,7 @@ def _cmd_gpu_check(args: argparse.Namespace) -> None:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> None:
-    from ldlm.ablation import ablate
+    from ldlm.apps.ablation import ablate
 
     rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
     ablate(
@@ -610,9 +610,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from ldlm.config import ConfigError
     from ldlm.data import DatasetError, FeatureCacheError
-    from ldlm.encoders import EncoderError
-    from ldlm.io import WeightFileError
-    from ldlm.resources import ModelNotFoundError
+    from ldlm.model.encoders import EncoderError
+    from ldlm.storage.io import WeightFileError
+    from ldlm.storage.resources import ModelNotFoundError
 
     try:
         args.func(args)

@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
-from ldlm.io import read_yaml_mapping
+from ldlm.storage.io import read_yaml_mapping
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-# the keys of ldlm.diffusion.samplers.SAMPLERS (importing ldlm.diffusion here would be circular; a test checks them)
+# the keys of ldlm.sampling.samplers.SAMPLERS (importing ldlm.diffusion here would be circular; a test checks them)
 SAMPLER_NAMES = ("euler", "euler_maruyama", "ddim", "ddpm", "dpmpp_2m")
 
 
@@ -32,7 +32,7 @@ class ConfigError(ValueError):
 class EncoderConfig:
     """Token encoder E_h (COSMOS: frozen BERT-base, last layer; LDLM: frozen GPT-2, layer -3)."""
 
-    name: str = "minilm-l6"  # short name (ldlm.resources), local path or hub id
+    name: str = "minilm-l6"  # short name (ldlm.storage.resources), local path or hub id
     layer: int = -1
     # frozen: hidden_states[layer] of the pretrained model `name`. trainable_embeddings: Emb_theta, token embeddings
     # over `name`'s tokenizer learned from scratch in the LDLM joint stage (LDLM Table 1 token encoder, Table 2).
@@ -217,7 +217,7 @@ class Seq2SeqConfig:
 @dataclass
 class ARConfig:
     """Autoregressive baseline (``recipe: ar``, issue 21): a decoder-only transformer (nanoGPT-like, the library's
-    :class:`~ldlm.transformer.TransformerBlock` under a causal mask) over ``encoder.name``'s tokenizer and
+    :class:`~ldlm.model.transformer.TransformerBlock` under a causal mask) over ``encoder.name``'s tokenizer and
     ``encoder.max_length`` tokens; the encoder network itself is not run. Trained in ``ar_train``."""
 
     layers: int = 12

@@ -5,8 +5,8 @@ bench at batch 512, in one command that fits 10 minutes on one H100 (``scripts/g
     python -m ldlm.gpu_check --smoke --out /tmp/gpu_check.json               # tiny sizes, fp32, CPU: seconds
 
 Training rows: each paper preset's stage (COSMOS ``cosmos_roc_n16`` / ``cosmos_roc_n128`` stage 1 and stage 2,
-LDLM ``ldlm_lm1b`` / ``ldlm_owt`` joint stage) trains through the real :class:`~ldlm.train.Trainer` (AdamW, clipping,
-EMA, bf16 autocast, ``<stage>_train.compile``) for ``warmup + steps`` steps from the middle of its stage, as
+LDLM ``ldlm_lm1b`` / ``ldlm_owt`` joint stage) trains through the real :class:`~ldlm.training.train.Trainer` (AdamW,
+clipping, EMA, bf16 autocast, ``<stage>_train.compile``) for ``warmup + steps`` steps from the middle of its stage, as
 :mod:`ldlm.throughput` does, on one synthetic batch of the preset's shapes held on the device: token ids and random
 features h (the preset's ``data.cache_features``; uncached rows run E_h on the ids) or standard-normal latents for
 stage 2. Nothing is downloaded: E_h is a random-weight model of the pretrained encoder's shape
@@ -41,9 +41,9 @@ from torch import nn
 
 from ldlm.benchmarks import BenchConfig, bench_sampling, bench_step_cost, machine_info
 from ldlm.config import RunConfig, load_config
-from ldlm.encoders import TokenEncoder, _drop_unused_layers
-from ldlm.io import atomic_write_json
+from ldlm.model.encoders import TokenEncoder, _drop_unused_layers
 from ldlm.pipeline import LatentDiffusionLM
+from ldlm.storage.io import atomic_write_json
 from ldlm.throughput import FAR, timed_fit
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class CheckConfig:
 class StandInEncoder(TokenEncoder):
     """A frozen E_h of a pretrained encoder's shape with random weights: same layers, width, vocabulary and cost,
     no download and no tokenizer (it reads ids, never texts). ``forward(input_ids, attention_mask) -> h: (B, L, D)``
-    of ``layer``, with the layers after it dropped, as :class:`~ldlm.encoders.FrozenEncoder` does."""
+    of ``layer``, with the layers after it dropped, as :class:`~ldlm.model.encoders.FrozenEncoder` does."""
 
     def __init__(self, name: str, layer: int):
         from transformers import AutoConfig, AutoModel
@@ -221,7 +221,7 @@ def _params(module: nn.Module, trainable: bool = False) -> int:
 def train_steps(item: CheckItem, model: LatentDiffusionLM, cfg: RunConfig, c: CheckConfig, batch_size: int,
                 deadline: float) -> dict:  # fmt: skip
     """``c.warmup + c.steps`` trainer steps of ``item`` at ``batch_size`` from the middle of the stage; timings."""
-    from ldlm.train import Trainer
+    from ldlm.training.train import Trainer
 
     stage = getattr(cfg, f"{item.stage}_train")
     at = stage.steps // 2

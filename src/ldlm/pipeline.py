@@ -1,9 +1,10 @@
 """``LatentDiffusionLM``: the trained system as one object - encode text, decode latents, generate text.
 
 A saved model is a directory with ``config.json`` (the full run config), ``model.safetensors`` (every
-trained tensor plus the feature/latent statistics) and a model card ``README.md`` (:mod:`ldlm.model_card`). The
+trained tensor plus the feature/latent statistics) and a model card ``README.md`` (:mod:`ldlm.storage.model_card`). The
 frozen encoder's pretrained weights are not copied: they are loaded by the name in the config. Every loader takes
-a local directory or a Hugging Face hub id ``owner/name`` (with ``revision`` and ``token``; see :mod:`ldlm.hub`).
+a local directory or a Hugging Face hub id ``owner/name`` (with ``revision`` and ``token``; see
+:mod:`ldlm.storage.hub`).
 COSMOS and LDLM runs load alike; LDLM's diffusion works on the raw latents (``latent_mean`` 0, ``latent_std`` 1)
 and its packed-chunk models read texts without specials.
 """
@@ -16,16 +17,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ldlm.accel import compile_denoiser, sampling_autocast
-from ldlm.autoencoder import TextAutoencoder
 from ldlm.config import ConfigError, RunConfig, config_from_dict
 from ldlm.data.tokenize import decode_text, tokenize_texts
 from ldlm.diffusion import build_denoiser, build_schedule, sample_latents
 from ldlm.diffusion.conditioning import guided_prediction
-from ldlm.encoders import TokenEncoder, build_encoder
-from ldlm.hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, push_model, resolve_pretrained
-from ldlm.io import WeightFileError, atomic_directory, atomic_write_json, load_safetensors, save_safetensors
-from ldlm.source_latents import encode_sources, num_source_latents
+from ldlm.model.autoencoder import TextAutoencoder
+from ldlm.model.encoders import TokenEncoder, build_encoder
+from ldlm.model.source_latents import encode_sources, num_source_latents
+from ldlm.storage.hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, push_model, resolve_pretrained
+from ldlm.storage.io import WeightFileError, atomic_directory, atomic_write_json, load_safetensors, save_safetensors
+from ldlm.training.accel import compile_denoiser, sampling_autocast
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "LatentDiffusionLM", "load_model", "read_pretrained", "write_pretrained"]
 
@@ -257,7 +258,7 @@ class LatentDiffusionLM(nn.Module):
         texts = self.decode(latents)
         if k == 1:
             return texts
-        from ldlm.mbr import mbr_select
+        from ldlm.sampling.mbr import mbr_select
 
         return mbr_select([texts[i : i + k] for i in range(0, len(texts), k)])
 
@@ -317,7 +318,7 @@ def write_pretrained(
 ) -> Path:
     """``config.json`` + ``model.safetensors`` + model card ``README.md`` into ``path`` atomically (temp dir, then
     rename). The card carries ``summary`` (default: the run's ``summary.json`` beside ``path``)."""
-    from ldlm.model_card import build_card, find_summary, local_ref
+    from ldlm.storage.model_card import build_card, find_summary, local_ref
 
     path = Path(path)
     summary = find_summary(path) if summary is None else summary

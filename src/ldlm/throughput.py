@@ -1,13 +1,13 @@
 """Training throughput (samples/s) and peak memory of each recipe's stages: short real runs of a preset's shapes.
 
-Each row trains one stage with its own task and the real :class:`~ldlm.train.Trainer` (AdamW, clipping, EMA,
+Each row trains one stage with its own task and the real :class:`~ldlm.training.train.Trainer` (AdamW, clipping, EMA,
 the autocast rule) on the preset's batch size for ``warmup + steps`` optimiser steps that start at the middle
 of the stage (``at_step``), so that step-dependent switches (augmentations, a frozen head, the encoder warmup)
 are as the full run has them there; samples/s counts the ``steps`` after the warm-up. Inputs are the preset's
 dataset texts, with the frozen-encoder features read from the feature cache or E_h run on every batch; the
 diffusion stage reads standard-normal latents of its shape (its real input, the frozen autoencoder's
 standardised latents, costs the same). Peak memory is the process's peak RSS over the row's training loop
-(reset before it, see :mod:`ldlm.memory`) and, on CUDA, torch's peak allocated memory.
+(reset before it, see :mod:`ldlm.training.memory`) and, on CUDA, torch's peak allocated memory.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from collections.abc import Iterator
 
 import torch
 
-from ldlm.accel import cuda_sync
 from ldlm.config import RunConfig, load_config
-from ldlm.memory import reset_peak_rss, status_gib
 from ldlm.pipeline import LatentDiffusionLM
+from ldlm.training.accel import cuda_sync
+from ldlm.training.memory import reset_peak_rss, status_gib
 
 FAR = 10**9  # "never" for log_every / eval_every inside a measured run
 
@@ -74,7 +74,7 @@ def _task_and_batches(run: StageRun, model: LatentDiffusionLM, cfg: RunConfig, r
     """(task, BatchStream over ``rows`` rows, feature source or None): features cached or not, as ``run`` asks."""
     from ldlm.recipes.cosmos import AutoencoderTask, DiffusionTask, FeatureSource
     from ldlm.recipes.ldlm import JointTask, feature_source
-    from ldlm.train import infinite_batches
+    from ldlm.training.train import infinite_batches
 
     if run.stage == "diffusion":
         z = torch.randn(rows, *model.latent_shape, generator=torch.Generator().manual_seed(cfg.seed))
@@ -91,7 +91,7 @@ def _task_and_batches(run: StageRun, model: LatentDiffusionLM, cfg: RunConfig, r
 
 def _model(run: StageRun, encoders: dict) -> tuple[RunConfig, LatentDiffusionLM]:
     """The preset's config (feature cache as ``run`` asks) and a fresh model on a shared frozen encoder."""
-    from ldlm.encoders import build_encoder
+    from ldlm.model.encoders import build_encoder
 
     overrides = [] if run.cached is None else [f"data.cache_features={str(run.cached).lower()}"]
     cfg = load_config(run.preset, overrides)
@@ -122,7 +122,7 @@ def timed_fit(trainer, stream, start: int, stamps: list[float]) -> tuple[float |
 
 def measure_stage(run: StageRun, *, warmup: int, steps: int, encoders: dict) -> dict:
     """Train ``run`` for ``warmup + steps`` steps from the middle of its stage; samples/s and peak memory."""
-    from ldlm.train import Trainer
+    from ldlm.training.train import Trainer
 
     cfg, model = _model(run, encoders)
     stage = getattr(cfg, f"{run.stage}_train")

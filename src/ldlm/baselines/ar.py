@@ -1,8 +1,8 @@
 """The autoregressive baseline (``recipe: ar``, issue 21): a decoder-only transformer over the frozen encoder's
 tokenizer, the "GPT-2 trained from scratch on the same data" both papers compare with.
 
-nanoGPT's shape: token embedding + learned positions, pre-norm :class:`~ldlm.transformer.TransformerBlock` s under a
-causal mask, a final LayerNorm and an LM head tied to the embedding (``ar.tie_embeddings``). It reads the same
+nanoGPT's shape: token embedding + learned positions, pre-norm :class:`~ldlm.model.transformer.TransformerBlock` s
+under a causal mask, a final LayerNorm and an LM head tied to the embedding (``ar.tie_embeddings``). It reads the same
 padded rows as COSMOS (:func:`~ldlm.data.tokenize.tokenize_texts`: ``[CLS] w ... [SEP] [PAD] ...`` for BERT
 tokenizers) and is trained on next-token cross-entropy with padding targets masked out. Sampling is ancestral,
 with temperature and nucleus (top-p) options, seeded by a ``torch.Generator``; generation keeps a cache of each
@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ldlm.config import ARConfig, RunConfig
-from ldlm.io import WeightFileError
+from ldlm.model.transformer import TransformerBlock
 from ldlm.pipeline import ids_to_texts, read_pretrained, texts_to_ids, write_pretrained
-from ldlm.resources import resolve_model
-from ldlm.transformer import TransformerBlock
+from ldlm.storage.io import WeightFileError
+from ldlm.storage.resources import resolve_model
 
 
 def causal_bias(length: int, device: torch.device | None = None) -> torch.Tensor:

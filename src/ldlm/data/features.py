@@ -35,10 +35,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ldlm.data.tokenize import TokenizedTexts, appended_end_token, packed_tokens, tokenize_texts
-from ldlm.resources import CACHE_DIR
+from ldlm.storage.resources import CACHE_DIR
 
 if TYPE_CHECKING:
-    from ldlm.encoders import FrozenEncoder
+    from ldlm.model.encoders import FrozenEncoder
 
 __all__ = [
     "FeatureCacheError",

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ldlm.resources import CACHE_DIR, hub_offline
+from ldlm.storage.resources import CACHE_DIR, hub_offline
 
 __all__ = [
     "HUB_PREFIX",

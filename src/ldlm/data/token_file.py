@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ldlm import distributed
 from ldlm.data.registry import DatasetError
 from ldlm.data.streaming import batched, stream_texts
 from ldlm.data.tokenize import text_separator
-from ldlm.io import atomic_write_json
-from ldlm.resources import CACHE_DIR
+from ldlm.storage.io import atomic_write_json
+from ldlm.storage.resources import CACHE_DIR
+from ldlm.training import distributed
 
 FORMAT_VERSION = 1
 

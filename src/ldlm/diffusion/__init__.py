@@ -1,9 +1,9 @@
 """Gaussian diffusion in latent space: schedules, timestep samplers, denoisers, samplers."""
 
 from ldlm.diffusion.denoiser import build_denoiser, diffusion_loss
-from ldlm.diffusion.samplers import SAMPLERS, sample_latents
 from ldlm.diffusion.schedule import build_schedule
 from ldlm.diffusion.timesteps import build_timestep_sampler
+from ldlm.sampling.samplers import SAMPLERS, sample_latents
 
 __all__ = [
     "SAMPLERS",

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ldlm.perceiver import Attention
-from ldlm.transformer import TransformerBlock, key_padding_bias
+from ldlm.model.perceiver import Attention
+from ldlm.model.transformer import TransformerBlock, key_padding_bias
 
 
 @dataclass

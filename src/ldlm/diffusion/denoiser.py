@@ -27,7 +27,7 @@ from torch import nn
 from ldlm.config import DiffusionConfig
 from ldlm.diffusion.conditioning import Condition, ConditionEncoder, CrossAttention
 from ldlm.diffusion.schedule import build_schedule
-from ldlm.perceiver import MLP
+from ldlm.model.perceiver import MLP
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -52,7 +52,7 @@ def fused_self_attention(qkv: nn.Linear, proj: nn.Linear, heads: int, x: torch.T
 
 class SelfAttentionBlock(nn.Module):
     """Pre-norm transformer block on ``scaled_dot_product_attention``: the unmasked
-    :class:`~ldlm.transformer.TransformerBlock` with a fused q/k/v projection. Kept apart from it because its
+    :class:`~ldlm.model.transformer.TransformerBlock` with a fused q/k/v projection. Kept apart from it because its
     parameters (``qkv``, ``proj``) and their initialisation order are those of every saved transformer denoiser."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: float):

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ldlm.distributed import all_gather_cat
+from ldlm.training.distributed import all_gather_cat
 
 
 class UniformTimesteps:

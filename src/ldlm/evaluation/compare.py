@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from ldlm.evaluation.suite import METRICS
-from ldlm.evaluation.writer import reproduce_command
-from ldlm.io import atomic_write_json
+from ldlm.reporting.writer import reproduce_command
+from ldlm.storage.io import atomic_write_json
 
 __all__ = ["compare_reports", "write_comparison"]
 

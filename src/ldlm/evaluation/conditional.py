@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ldlm.resources import resolve_model
+from ldlm.storage.resources import resolve_model
 
 __all__ = ["bertscore", "bleu", "conditional_metrics", "rouge"]
 

@@ -12,11 +12,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from ldlm.checkpoint import list_checkpoints, load_ema_weights
-from ldlm.evaluation.figures import plot_curves
 from ldlm.evaluation.suite import SuiteConfig, TextScorer, collapse_check, model_info, protocol, summarize
 from ldlm.evaluation.sweep import SWEEP_METRICS
-from ldlm.io import atomic_write_json
+from ldlm.reporting.figures import plot_curves
+from ldlm.storage.io import atomic_write_json
+from ldlm.training.checkpoint import list_checkpoints, load_ema_weights
 
 __all__ = ["CurvePoint", "curve_points", "learning_curve", "write_curve"]
 

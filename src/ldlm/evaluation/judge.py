@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ldlm.resources import resolve_model
+from ldlm.storage.resources import resolve_model
 
 __all__ = ["JudgeLM"]
 

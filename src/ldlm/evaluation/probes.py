@@ -14,11 +14,11 @@ import torch
 
 from ldlm.diffusion import SAMPLERS, diffusion_loss, sample_latents
 from ldlm.evaluation.conditional import bleu
-from ldlm.evaluation.figures import plot_curves
 from ldlm.evaluation.judge import JudgeLM
 from ldlm.evaluation.metrics import unigram_entropy
 from ldlm.evaluation.suite import model_texts
-from ldlm.io import atomic_write_json
+from ldlm.reporting.figures import plot_curves
+from ldlm.storage.io import atomic_write_json
 
 __all__ = [
     "PROBES",

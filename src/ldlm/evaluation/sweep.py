@@ -12,9 +12,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ldlm.evaluation.figures import plot_curves
 from ldlm.evaluation.suite import SuiteConfig, TextScorer, model_info, protocol, summarize
-from ldlm.io import atomic_write_json
+from ldlm.reporting.figures import plot_curves
+from ldlm.storage.io import atomic_write_json
 
 __all__ = ["SWEEP_METRICS", "steps_sweep", "write_sweep"]
 

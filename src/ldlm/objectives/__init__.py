@@ -10,5 +10,5 @@
 - :mod:`~ldlm.objectives.decoder`: token-decoder post-training (``DecoderTask``)
 
 A task is an ``nn.Module`` whose ``forward(batch, step)`` returns ``(loss, metrics)``: what
-:class:`~ldlm.train.Trainer` trains.
+:class:`~ldlm.training.train.Trainer` trains.
 """

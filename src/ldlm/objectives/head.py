@@ -16,7 +16,7 @@ from ldlm.config import AutoencoderConfig, TrainConfig
 from ldlm.data.sources import FeatureSource, normalized_features
 from ldlm.objectives.losses import token_cross_entropy
 from ldlm.pipeline import LatentDiffusionLM
-from ldlm.train import Trainer
+from ldlm.training.train import Trainer
 
 log = logging.getLogger(__name__)
 

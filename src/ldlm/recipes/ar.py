@@ -3,7 +3,7 @@
 One stage, ``ar``: next-token cross-entropy of :class:`~ldlm.baselines.ar.ARLanguageModel` on the rows of
 :func:`~ldlm.data.texts.load_run_texts` (``data.dataset`` minus its held-out split, plus ``data.train_extra``;
 with ``data.diffusion_full_window`` only the texts that fill all ``encoder.max_length`` tokens, as COSMOS's
-diffusion stage), tokenised by ``encoder.name``'s tokenizer. Trained by :class:`~ldlm.train.Trainer` with
+diffusion stage), tokenised by ``encoder.name``'s tokenizer. Trained by :class:`~ldlm.training.train.Trainer` with
 ``ar_train`` (Accelerate, EMA, checkpoints, ``--resume``); saves ``run_dir/model`` and ``run_dir/summary.json``.
 
     ldlm train ar_roc45k                # one process
@@ -25,8 +25,8 @@ from ldlm.baselines.ar import ARLanguageModel, ARTransformer, lm_loss
 from ldlm.config import RunConfig
 from ldlm.data.registry import DatasetError
 from ldlm.data.texts import load_run_texts, require_training_texts
-from ldlm.runstate import RunStages
-from ldlm.train import Trainer, infinite_batches
+from ldlm.training.runstate import RunStages
+from ldlm.training.train import Trainer, infinite_batches
 
 log = logging.getLogger(__name__)
 

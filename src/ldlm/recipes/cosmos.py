@@ -15,10 +15,10 @@ import torch
 from ldlm._moved import moved_names
 from ldlm.config import RunConfig
 from ldlm.data.texts import load_run_texts, require_training_texts
-from ldlm.encoders import check_encoder_config
+from ldlm.model.encoders import check_encoder_config
 from ldlm.pipeline import LatentDiffusionLM
 from ldlm.recipes.stages import train_autoencoder, train_diffusion
-from ldlm.runstate import RunStages
+from ldlm.training.runstate import RunStages
 
 
 def train_cosmos(

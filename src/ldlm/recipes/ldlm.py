@@ -15,12 +15,12 @@ from ldlm._moved import moved_names
 from ldlm.config import RunConfig
 from ldlm.data import sources
 from ldlm.data.sources import fit_feature_stats
-from ldlm.encoders import check_encoder_config
+from ldlm.model.encoders import check_encoder_config
 from ldlm.objectives.head import prepare_head
 from ldlm.objectives.joint import hidden_loss_weight, joint_validation
 from ldlm.pipeline import LatentDiffusionLM
 from ldlm.recipes.stages import train_joint, train_token_decoder
-from ldlm.runstate import RunStages
+from ldlm.training.runstate import RunStages
 
 
 def train_ldlm(

@@ -18,13 +18,13 @@ import torch
 from ldlm.config import ConfigError, RunConfig, config_from_dict
 from ldlm.data.pairs import PairSet, load_pairs, split_pairs
 from ldlm.data.texts import RunTexts
-from ldlm.io import WeightFileError
+from ldlm.model.source_latents import encode_sources
 from ldlm.objectives.diffusion import DiffusionTask, encode_latents, fit_latent_stats, validation_diffusion_loss
 from ldlm.pipeline import CONFIG_NAME, LatentDiffusionLM, pretrained_dir
 from ldlm.recipes.stages import train_autoencoder, train_diffusion
-from ldlm.runstate import RunStages
-from ldlm.source_latents import encode_sources
-from ldlm.train import Trainer, infinite_batches
+from ldlm.storage.io import WeightFileError
+from ldlm.training.runstate import RunStages
+from ldlm.training.train import Trainer, infinite_batches
 
 log = logging.getLogger(__name__)
 

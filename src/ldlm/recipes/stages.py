@@ -1,5 +1,5 @@
 """The training stages the recipes put in order; each trains one objective (:mod:`ldlm.objectives`) with
-:class:`~ldlm.train.Trainer` and returns its summary entries.
+:class:`~ldlm.training.train.Trainer` and returns its summary entries.
 
 - :func:`train_autoencoder`: COSMOS stage 1 (feature statistics, token head, E_z/D_h/D_w) - COSMOS, seq2seq
 - :func:`train_diffusion`: COSMOS stage 2 on the frozen autoencoder's standardised latents - COSMOS, seq2seq
@@ -22,7 +22,7 @@ from ldlm.objectives.diffusion import DiffusionTask, encode_latents, fit_latent_
 from ldlm.objectives.head import head_accuracy, prepare_head
 from ldlm.objectives.joint import JointTask, encoder_swapped, joint_validation
 from ldlm.pipeline import LatentDiffusionLM
-from ldlm.train import Trainer, infinite_batches
+from ldlm.training.train import Trainer, infinite_batches
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ldlm.config import CONFIG_DIR, ConfigError, from_dict, load_config, parse_override
-from ldlm.io import read_yaml_mapping
+from ldlm.storage.io import read_yaml_mapping
 
 __all__ = [
     "ABLATION_DIR",
@@ -196,7 +196,7 @@ def _validate(spec: AblationSpec) -> None:
 
 def _check_configs(spec: AblationSpec) -> None:
     """Build base + common, then every runnable row's config, and check its encoder (layer, vocabulary)."""
-    from ldlm.encoders import check_encoder_config
+    from ldlm.model.encoders import check_encoder_config
 
     try:
         load_config(spec.base, spec.common)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ldlm.io import WeightFileError, atomic_directory, atomic_write_json, load_safetensors, save_safetensors
+from ldlm.storage.io import WeightFileError, atomic_directory, atomic_write_json, load_safetensors, save_safetensors
 
 log = logging.getLogger(__name__)
 

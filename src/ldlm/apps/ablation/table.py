@@ -12,12 +12,12 @@ import itertools
 import re
 from pathlib import Path
 
-from ldlm.ablation.curves import mean_probe_curves
-from ldlm.ablation.run import plan_runs, read_result, run_key, train_command
-from ldlm.ablation.spec import METRICS, AblationSpec, Row
-from ldlm.ablation.training import keep_earlier_curves, mean_training_curves
+from ldlm.apps.ablation.curves import mean_probe_curves
+from ldlm.apps.ablation.run import plan_runs, read_result, run_key, train_command
+from ldlm.apps.ablation.spec import METRICS, AblationSpec, Row
+from ldlm.apps.ablation.training import keep_earlier_curves, mean_training_curves
 from ldlm.evaluation.suite import summarize
-from ldlm.io import atomic_write_text, read_json
+from ldlm.storage.io import atomic_write_text, read_json
 
 __all__ = ["aggregate", "markdown_table", "ordering_agreement", "write_markdown_block"]
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ldlm import distributed
+from ldlm.training import distributed
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import math
 import statistics
 from pathlib import Path
 
-from ldlm.ablation.spec import AblationSpec
+from ldlm.apps.ablation.spec import AblationSpec
 
 __all__ = [
     "TRAINING_CURVES",
@@ -92,7 +92,7 @@ def keep_earlier_curves(curves: dict, previous: dict, rows: list[dict]) -> dict:
 def plot_training_curves(curves: dict, out: str | Path, title: str, ncols: int = 4) -> Path | None:
     """One panel per logged curve, one line per row (mean over its seeds), one legend for the figure; None
     when no run has a training log."""
-    from ldlm.evaluation.figures import _pyplot, save_figure
+    from ldlm.reporting.figures import _pyplot, save_figure
 
     if not curves:
         return None

@@ -5,7 +5,7 @@ the rest: device placement and DDP, bf16 autocast on GPU (fp32 on CPU), gradient
 linear warmup then constant/cosine LR, gradient clipping, EMA of the weights (``ema-pytorch``), periodic
 validation, a guard against non-finite losses, checkpoints and exact resume, a progress bar, TensorBoard
 and a ``metrics.jsonl`` log (metrics averaged over processes; only rank 0 writes files). ``train.compile``
-compiles the task's ``denoiser`` with ``torch.compile`` on GPU (see :mod:`ldlm.accel`).
+compiles the task's ``denoiser`` with ``torch.compile`` on GPU (see :mod:`ldlm.training.accel`).
 Buffers of the task (e.g. the adaptive timestep sampler's state) are copied into the EMA model, not averaged.
 
 Exact resume: a checkpoint holds the task's weights and buffers, the EMA, the optimiser and LR scheduler, the
@@ -28,9 +28,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ldlm import distributed
-from ldlm.accel import compile_denoiser
-from ldlm.checkpoint import (
+from ldlm.config import TrainConfig
+from ldlm.data.batches import BatchStream
+from ldlm.storage.io import atomic_write_text
+from ldlm.training import distributed
+from ldlm.training.accel import compile_denoiser
+from ldlm.training.checkpoint import (
     join_optimizer_state,
     latest_checkpoint,
     prune_checkpoints,
@@ -39,11 +42,8 @@ from ldlm.checkpoint import (
     step_path,
     write_checkpoint,
 )
-from ldlm.config import TrainConfig
-from ldlm.data.batches import BatchStream
-from ldlm.io import atomic_write_text
-from ldlm.rng import capture_all_ranks, find_generators, restore_this_rank
-from ldlm.runstate import resume_requested
+from ldlm.training.rng import capture_all_ranks, find_generators, restore_this_rank
+from ldlm.training.runstate import resume_requested
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Trainer:
     """Optimises ``task`` (its parameters with ``requires_grad``) for ``tcfg.steps`` steps.
 
     ``resume``: continue from the newest valid checkpoint in ``log_dir/checkpoints`` when :meth:`fit` starts
-    (default: whether the recipe runs under ``--resume``, see :mod:`ldlm.runstate`).
+    (default: whether the recipe runs under ``--resume``, see :mod:`ldlm.training.runstate`).
     """
 
     def __init__(

@@ -8,8 +8,8 @@ import os
 import time
 from pathlib import Path
 
-from ldlm.ablation.curves import plot_probe_curves, plot_row_figures
-from ldlm.ablation.run import (
+from ldlm.apps.ablation.curves import plot_probe_curves, plot_row_figures
+from ldlm.apps.ablation.run import (
     PlannedRun,
     generate_one,
     generated_path,
@@ -21,10 +21,10 @@ from ldlm.ablation.run import (
     suite_config,
     train_command,
 )
-from ldlm.ablation.spec import METRICS, AblationSpec, AblationSpecError, load_spec
-from ldlm.ablation.table import aggregate, markdown_table, write_markdown_block
-from ldlm.ablation.training import plot_training_curves
-from ldlm.io import atomic_write_json
+from ldlm.apps.ablation.spec import METRICS, AblationSpec, AblationSpecError, load_spec
+from ldlm.apps.ablation.table import aggregate, markdown_table, write_markdown_block
+from ldlm.apps.ablation.training import plot_training_curves
+from ldlm.storage.io import atomic_write_json
 
 __all__ = ["AblationSpec", "AblationSpecError", "ablate", "load_spec"]
 

@@ -10,8 +10,8 @@ from torch import nn
 
 from ldlm._moved import moved_names
 from ldlm.config import AutoencoderConfig
-from ldlm.perceiver import PerceiverResampler
-from ldlm.transformer import SelfAttentionResampler, TransformerBlock, key_padding_bias
+from ldlm.model.perceiver import PerceiverResampler
+from ldlm.model.transformer import SelfAttentionResampler, TransformerBlock, key_padding_bias
 
 
 class IdentityResampler(nn.Module):

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ldlm.resources import resolve_model
+from ldlm.storage.resources import resolve_model
 
 
 class EncoderError(ValueError):

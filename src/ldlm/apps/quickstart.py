@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from ldlm.config import load_config
-from ldlm.io import atomic_write_json
-from ldlm.memory import peak_rss_gib
 from ldlm.pipeline import LatentDiffusionLM
+from ldlm.storage.io import atomic_write_json
+from ldlm.training.memory import peak_rss_gib
 
 
 def measure_feature_cache_speedup(
@@ -75,8 +75,8 @@ def report_run(
     """Judge samples of a trained run against its untrained twin, measure the feature-cache speed-up,
     plot the learning curves, print the samples and write ``out`` (JSON) atomically."""
     from ldlm.data.texts import load_run_texts
-    from ldlm.plots import plot_learning_curves
-    from ldlm.report import judge_against_untrained
+    from ldlm.evaluation.untrained import judge_against_untrained
+    from ldlm.reporting.plots import plot_learning_curves
 
     cfg = model.cfg
     summary = json.loads((cfg.run_dir / "summary.json").read_text())

@@ -4,7 +4,7 @@ A recipe runs its stages through :meth:`RunStages.run`. When a stage returns, it
 the frozen encoder's weights), its summary entries and every process's RNG state are saved as a checksummed
 snapshot under ``run_dir/stages/<stage>/``. On ``--resume`` a stage with a valid snapshot is not run again:
 the model and RNGs are restored from it, so the next stage starts exactly as it did in the first run; the
-stage that was interrupted continues from its own latest checkpoint (see :class:`ldlm.train.Trainer`).
+stage that was interrupted continues from its own latest checkpoint (see :class:`ldlm.training.train.Trainer`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
-from ldlm import distributed
-from ldlm.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from ldlm.config import ConfigError
-from ldlm.io import atomic_write_json
-from ldlm.rng import capture_all_ranks, restore_this_rank
+from ldlm.storage.io import atomic_write_json
+from ldlm.training import distributed
+from ldlm.training.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from ldlm.training.rng import capture_all_ranks, restore_this_rank
 
 if TYPE_CHECKING:
     from ldlm.config import RunConfig

@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ldlm.io import WeightFileError
-from ldlm.resources import hub_offline
+from ldlm.storage.io import WeightFileError
+from ldlm.storage.resources import hub_offline
 
 __all__ = [
     "MODEL_FILES",
@@ -32,7 +32,7 @@ __all__ = [
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
-EVAL_NAME = "eval_results.json"  # evaluation figures recorded by `ldlm evaluate` (see ldlm.model_card)
+EVAL_NAME = "eval_results.json"  # evaluation figures recorded by `ldlm evaluate` (see ldlm.storage.model_card)
 SUMMARY_NAME = "summary.json"
 MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, EVAL_NAME, SUMMARY_NAME, "results/*.json")
 
@@ -131,8 +131,8 @@ def push_operations(path: str | os.PathLike, repo_id: str) -> PushPlan:
     """Plan the upload of the saved model at ``path`` (a ``save_pretrained`` directory or a run directory):
     config, weights, a card naming ``repo_id`` in its commands, the run's ``summary.json``, the recorded evaluation
     figures and the evaluation reports they point to (as ``results/<file>.json``)."""
-    from ldlm.model_card import read_evaluations, render_card
     from ldlm.pipeline import pretrained_dir
+    from ldlm.storage.model_card import read_evaluations, render_card
 
     if not looks_like_hub_id(repo_id):
         raise HubError(f"--repo {repo_id!r} is not a hub id: name it owner/name")

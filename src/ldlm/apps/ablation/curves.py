@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from ldlm.ablation.spec import AblationSpec
+from ldlm.apps.ablation.spec import AblationSpec
 
 __all__ = ["PROBE_CURVES", "mean_probe_curves", "plot_probe_curves", "plot_row_figures"]
 
@@ -45,7 +45,7 @@ def mean_probe_curves(spec: AblationSpec, results: dict[str, list[dict]]) -> dic
 
 def plot_probe_curves(curves: dict, out: str | Path, title: str) -> Path | None:
     """One panel per probe, one line per row (mean over its seeds); None when there are no curves."""
-    from ldlm.evaluation.figures import plot_curves
+    from ldlm.reporting.figures import plot_curves
 
     if not curves:
         return None
@@ -66,10 +66,10 @@ def _short(label: str, width: int = 24) -> str:
 
 
 def plot_row_figures(agg: dict, out: str | Path) -> Path | None:
-    """One panel per metric of the aggregated table (:func:`ldlm.ablation.table.aggregate`): a bar per measured row
+    """One panel per metric of the aggregated table (:func:`ldlm.apps.ablation.table.aggregate`): a bar per measured row
     and for the real held-out texts, the paper's numbers as diamonds on their own axis; None when nothing is
     measured. Values are in the table's units (``scale``)."""
-    from ldlm.evaluation.figures import plot_report
+    from ldlm.reporting.figures import plot_report
 
     def scaled(summary: dict, factor: float) -> dict:
         values = [None if v is None else v * factor for v in summary["values"]]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ldlm.evaluation.figures import plot_report
 from ldlm.evaluation.suite import METRICS
-from ldlm.io import atomic_write_json, atomic_write_text
+from ldlm.reporting.figures import plot_report
+from ldlm.storage.io import atomic_write_json, atomic_write_text
 
 __all__ = ["report_markdown", "reproduce_command", "write_report"]
 

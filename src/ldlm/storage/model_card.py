@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 
 from ldlm.config import RunConfig, config_from_dict
-from ldlm.hub import CARD_NAME, CONFIG_NAME, EVAL_NAME, SUMMARY_NAME
-from ldlm.io import atomic_write_json, atomic_write_text
+from ldlm.storage.hub import CARD_NAME, CONFIG_NAME, EVAL_NAME, SUMMARY_NAME
+from ldlm.storage.io import atomic_write_json, atomic_write_text
 
 __all__ = [
     "build_card",
@@ -176,7 +176,7 @@ def build_card(cfg: RunConfig, summary: dict, evaluations: dict[str, dict], *, m
     """A ``huggingface_hub.ModelCard`` for the model ``model_ref`` (its directory or hub id)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    from ldlm.resources import hub_name
+    from ldlm.storage.resources import hub_name
 
     paper, arxiv = _PAPERS[cfg.recipe]
     datasets = _dataset_ids(cfg)

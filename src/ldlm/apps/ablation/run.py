@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ldlm.ablation.spec import METRICS, AblationSpec, Row, shared_row
-from ldlm.ablation.training import training_log
+from ldlm.apps.ablation.spec import METRICS, AblationSpec, Row, shared_row
+from ldlm.apps.ablation.training import training_log
 from ldlm.config import RunConfig, load_config
-from ldlm.io import atomic_write_json, read_json
+from ldlm.storage.io import atomic_write_json, read_json
 
 __all__ = [
     "PlannedRun",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ldlm.perceiver import MLP, Attention
+from ldlm.model.perceiver import MLP, Attention
 
 
 def key_padding_bias(mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -36,7 +36,7 @@ class TransformerBlock(nn.Module):
 
 class SelfAttentionResampler(nn.Module):
     """LDLM App. B.4: the input states themselves are updated by self-attention blocks and become the outputs
-    (one per position, so N = L). Same interface as :class:`~ldlm.perceiver.PerceiverResampler`:
+    (one per position, so N = L). Same interface as :class:`~ldlm.model.perceiver.PerceiverResampler`:
     x: (B, K, in_dim), key_mask: (B, K) -> (B, num_outputs or K, out_dim)."""
 
     def __init__(self, *, max_inputs: int, in_dim: int, out_dim: int, width: int, blocks: int, heads: int, **kw):
