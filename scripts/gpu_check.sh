@@ -28,4 +28,4 @@ if ! "$py" -c "import ema_pytorch" 2>/dev/null; then
     .whl/ema_pytorch-*.whl
   export PYTHONPATH="/tmp/ldlm_gpu_check_site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-exec "$py" -m ldlm.gpu_check --out results/gpu_check.json "$@"
+exec "$py" -m ldlm.apps.bench.gpu_check --out results/gpu_check.json "$@"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 
-from ldlm.benchmarks import BenchConfig, run_benchmarks
+from ldlm.apps.bench.benchmarks import BenchConfig, run_benchmarks
 from ldlm.cli import main
 
 

@@ -11,9 +11,9 @@ import time
 import pytest
 import torch
 
-from ldlm import gpu_check
+from ldlm.apps.bench import gpu_check
+from ldlm.apps.bench.gpu_check import BENCH, CheckConfig, CheckItem, run_check
 from ldlm.cli import build_parser, main
-from ldlm.gpu_check import BENCH, CheckConfig, CheckItem, run_check
 
 
 def _positive(x) -> bool:

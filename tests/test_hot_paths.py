@@ -165,7 +165,7 @@ def test_peak_rss_reset_gives_a_local_peak_but_keeps_the_life_peak():
 
 
 def test_bench_reads_the_quickstart_peak_rss(tmp_path):
-    from ldlm.benchmarks import quickstart_rss
+    from ldlm.apps.bench.benchmarks import quickstart_rss
 
     report = tmp_path / "quickstart.json"
     value, note = quickstart_rss(report)

@@ -17,6 +17,10 @@ import warnings
 
 # old module -> new module (whole-module moves)
 MODULES: dict[str, str] = {
+    "ldlm.benchmarks": "ldlm.apps.bench.benchmarks",
+    "ldlm.throughput": "ldlm.apps.bench.throughput",
+    "ldlm.gpu_check": "ldlm.apps.bench.gpu_check",
+    "ldlm.bench_report": "ldlm.apps.bench.report",
     "ldlm.accel": "ldlm.training.accel",
     "ldlm.perceiver": "ldlm.model.perceiver",
     "ldlm.transformer": "ldlm.model.transformer",

@@ -422,7 +422,7 @@ def _add_seq2seq_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
-    from ldlm.benchmarks import run_benchmarks
+    from ldlm.apps.bench.benchmarks import run_benchmarks
 
     if Path(args.out).suffix != ".json":
         raise CLIError(f"--out {args.out!r} must end in .json (the PNG is written beside it)")
@@ -436,7 +436,7 @@ def _cmd_gpu_check(args: argparse.Namespace) -> None:
 
     import torch
 
-    from ldlm.gpu_check import CheckConfig, run_check
+    from ldlm.apps.bench.gpu_check import CheckConfig, run_check
 
     if not args.smoke and not torch.cuda.is_available():
         raise CLIError("the full GPU check needs a CUDA device (this machine has none): use --smoke on a CPU")

@@ -72,8 +72,10 @@ def _texts(cfg: RunConfig, rows: int) -> list[str]:
 
 def _task_and_batches(run: StageRun, model: LatentDiffusionLM, cfg: RunConfig, rows: int, batch_size: int):
     """(task, BatchStream over ``rows`` rows, feature source or None): features cached or not, as ``run`` asks."""
-    from ldlm.recipes.cosmos import AutoencoderTask, DiffusionTask, FeatureSource
-    from ldlm.recipes.ldlm import JointTask, feature_source
+    from ldlm.data.sources import FeatureSource, feature_source
+    from ldlm.objectives.autoencoder import AutoencoderTask
+    from ldlm.objectives.diffusion import DiffusionTask
+    from ldlm.objectives.joint import JointTask
     from ldlm.training.train import infinite_batches
 
     if run.stage == "diffusion":
@@ -84,7 +86,7 @@ def _task_and_batches(run: StageRun, model: LatentDiffusionLM, cfg: RunConfig, r
         source = FeatureSource(model, _texts(cfg, rows), cfg.data.cache_features)
         return AutoencoderTask(model, cfg.seed), source.batches(batch_size, cfg.seed), source
     if run.stage == "joint":
-        source = feature_source(model, _texts(cfg, rows), cfg)
+        source = feature_source(model, _texts(cfg, rows), cfg.data)
         return JointTask(model, cfg, cfg.seed), source.batches(batch_size, cfg.seed), source
     raise ValueError(f"stage={run.stage!r} is unknown: use autoencoder | diffusion | joint")
 
@@ -103,11 +105,12 @@ def _model(run: StageRun, encoders: dict) -> tuple[RunConfig, LatentDiffusionLM]
 
 def _fit_feature_stats(model: LatentDiffusionLM, source, rows: int = 256) -> None:
     """Feature statistics of a fresh encoder, as the recipes fit them (untimed; shared encoders keep them)."""
+    from ldlm.data.sources import fit_feature_stats
+
     encoder = model.encoder
     if source is None or not ((encoder.mean == 0).all() and (encoder.std == 1).all()):
         return
-    n = min(len(source), rows)
-    encoder.fit_stats(source.raw_features(model, torch.arange(s, min(n, s + 64))) for s in range(0, n, 64))
+    fit_feature_stats(model, source, rows)
 
 
 def timed_fit(trainer, stream, start: int, stamps: list[float]) -> tuple[float | None, float | None]:

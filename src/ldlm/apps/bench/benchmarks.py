@@ -1,6 +1,6 @@
 """Speed benchmarks (issue 6): latent sampling vs an autoregressive GPT-2, latent vs token-level diffusion step,
 denoiser FLOP/s vs the measured fp32 matmul peak (random weights: speed only), training throughput and peak
-memory of each recipe (:mod:`ldlm.throughput`), and the quickstart's peak RSS read from its report.
+memory of each recipe (:mod:`ldlm.apps.bench.throughput`), and the quickstart's peak RSS read from its report.
 
 FLOPs of one denoiser forward (multiply-add = 2 FLOPs), batch B, positions n = B*N, width W, MLP width rW,
 latent dim d, layers Ly: ``Ly * (2n(3W^2 + W^2 + 2rW^2) + 4nNW + 12BW^2) + 2n(2dW + Wd) + 4BW^2 + 4BW^2``,
@@ -23,13 +23,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ldlm.bench_report import bench_markdown, plot_bench
+from ldlm.apps.bench.report import bench_markdown, plot_bench
+from ldlm.apps.bench.throughput import bench_training
 from ldlm.config import DiffusionConfig
 from ldlm.diffusion import build_denoiser, build_schedule, sample_latents
 from ldlm.model.autoencoder import head_argmax
 from ldlm.model.perceiver import PerceiverResampler
 from ldlm.storage.io import atomic_write_json, atomic_write_text
-from ldlm.throughput import bench_training
 from ldlm.training.accel import cuda_sync
 from ldlm.training.memory import peak_rss_gib
 
@@ -63,7 +63,7 @@ class BenchConfig:
     train_warmup: int = 3
     train_steps: int = 20
     threads: int | None = None  # torch intra-op threads (None: torch's default, all cores)
-    device: str = "cpu"  # sampling and step-cost rows (ldlm.gpu_check runs them on CUDA)
+    device: str = "cpu"  # sampling and step-cost rows (ldlm.apps.bench.gpu_check runs them on CUDA)
     bf16: bool = False  # bf16 autocast of the sampling and step-cost rows (COSMOS Table 4 timed in bf16)
     smoke: bool = False
 
@@ -274,7 +274,7 @@ def _measure(c: BenchConfig) -> dict:
 NOTES = {
     "sampling": "latent: T denoiser calls under torch.inference_mode, then one Perceiver decoder pass and the "
     "vocabulary head's argmax (1024 positions at a time); AR: GPT-2 generate with KV cache, exactly L new tokens",
-    "training": "short real runs of each stage (ldlm.throughput): the presets' shapes and batch sizes, "
+    "training": "short real runs of each stage (ldlm.apps.bench.throughput): the presets' shapes and batch sizes, "
     "train_warmup + train_steps steps from the middle of the stage, samples/s over train_steps; peak_rss_gib is "
     "the process's peak RSS over that row's loop (reset before it), rss_before_gib what the process held then",
 }

@@ -1,21 +1,22 @@
 """GPU check (issue 23): training step time, peak memory and tokens/s of the paper-sized presets, and the sampling
 bench at batch 512, in one command that fits 10 minutes on one H100 (``scripts/gpu_check.sh``).
 
-    HF_HUB_OFFLINE=1 python -m ldlm.gpu_check --out results/gpu_check.json   # the full check (CUDA)
-    python -m ldlm.gpu_check --smoke --out /tmp/gpu_check.json               # tiny sizes, fp32, CPU: seconds
+    HF_HUB_OFFLINE=1 python -m ldlm.apps.bench.gpu_check --out results/gpu_check.json   # the full check (CUDA)
+    python -m ldlm.apps.bench.gpu_check --smoke --out /tmp/gpu_check.json               # tiny sizes, fp32, CPU: seconds
 
 Training rows: each paper preset's stage (COSMOS ``cosmos_roc_n16`` / ``cosmos_roc_n128`` stage 1 and stage 2,
 LDLM ``ldlm_lm1b`` / ``ldlm_owt`` joint stage) trains through the real :class:`~ldlm.training.train.Trainer` (AdamW,
 clipping, EMA, bf16 autocast, ``<stage>_train.compile``) for ``warmup + steps`` steps from the middle of its stage, as
-:mod:`ldlm.throughput` does, on one synthetic batch of the preset's shapes held on the device: token ids and random
-features h (the preset's ``data.cache_features``; uncached rows run E_h on the ids) or standard-normal latents for
-stage 2. Nothing is downloaded: E_h is a random-weight model of the pretrained encoder's shape
+:mod:`ldlm.apps.bench.throughput` does, on one synthetic batch of the preset's shapes held on the device: token ids and
+random features h (the preset's ``data.cache_features``; uncached rows run E_h on the ids) or standard-normal latents
+for stage 2. Nothing is downloaded: E_h is a random-weight model of the pretrained encoder's shape
 (:class:`StandInEncoder`), so speed and memory are those of the real run without its input pipeline (the batch is
 already on the device). A batch that runs out of GPU memory is halved until it fits (``min_batch``); the sizes that
 did not fit are recorded. ``torch.compile`` rows compile the denoiser, as ``train.compile`` does (stage 1 has none).
 
-Bench row: :func:`ldlm.benchmarks.bench_sampling` and :func:`~ldlm.benchmarks.bench_step_cost` (``ldlm bench``'s
-latent-sampling vs GPT-2 and step-cost rows) at batch 512 on the device in bf16.
+Bench row: :func:`ldlm.apps.bench.benchmarks.bench_sampling` and
+:func:`~ldlm.apps.bench.benchmarks.bench_step_cost` (``ldlm bench``'s latent-sampling vs GPT-2 and step-cost rows) at
+batch 512 on the device in bf16.
 
 Every item is measured on its own: an error (out of memory, a compile failure) is recorded as a string and the next
 item runs; past the time budget the remaining items are skipped with a note. The JSON is rewritten (atomically)
@@ -39,12 +40,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ldlm.benchmarks import BenchConfig, bench_sampling, bench_step_cost, machine_info
+from ldlm.apps.bench.benchmarks import BenchConfig, bench_sampling, bench_step_cost, machine_info
+from ldlm.apps.bench.throughput import FAR, timed_fit
 from ldlm.config import RunConfig, load_config
 from ldlm.model.encoders import TokenEncoder, _drop_unused_layers
 from ldlm.pipeline import LatentDiffusionLM
 from ldlm.storage.io import atomic_write_json
-from ldlm.throughput import FAR, timed_fit
 
 log = logging.getLogger(__name__)
 
@@ -343,8 +344,8 @@ NOTES = {
     "optimiser state and activations); out_of_memory_batch_sizes: batches that did not fit, halved until one did",
     "compile": "compile=true: `<stage>_train.compile`, torch.compile of the denoiser (after the EMA copy); stage 1 "
     "has no denoiser; warmup_seconds holds the compilation",
-    "bench": "ldlm.benchmarks bench_sampling + bench_step_cost (random weights: speed only) at `batch` on the "
-    "device under bf16 autocast; latent_over_ar_time_L* < 1: latent sampling faster than GPT-2 with KV cache",
+    "bench": "ldlm.apps.bench.benchmarks bench_sampling + bench_step_cost (random weights: speed only) at `batch` on "
+    "the device under bf16 autocast; latent_over_ar_time_L* < 1: latent sampling faster than GPT-2 with KV cache",
 }
 
 
@@ -409,7 +410,7 @@ def run_check(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ldlm.gpu_check``: the ``ldlm gpu-check`` verb."""
+    """``python -m ldlm.apps.bench.gpu_check``: the ``ldlm gpu-check`` verb."""
     from ldlm.cli import main as cli_main
 
     return cli_main(["gpu-check", *(sys.argv[1:] if argv is None else argv)])
