@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -121,6 +122,56 @@ def test_position_probe_per_position_figures_by_hand(model):
     samples = model.decode_ids(model.generate_latents(4, steps=2, seed=3))
     assert out["curves"]["generated samples"]["distinct tokens"] == [len(set(c.tolist())) / 4 for c in samples.T]
     assert out["position"] == list(range(ids.shape[1]))
+
+
+TRAIN = ["the market fell.", "the plan would work.", "the the the rain is expected.", "she said the team won."]
+
+
+def test_frequency_probe_per_bucket_figures_by_hand(model):
+    out = probes.frequency_probe(model, TEXTS + OTHER, TRAIN)
+    # ranks by hand: count the training tokens (padding excluded), most frequent first, ties by id
+    train_ids, train_mask = model.tokenize(TRAIN)
+    counts = Counter(train_ids[train_mask.bool()].tolist())
+    rank = {tok: r for r, tok in enumerate(sorted(counts, key=lambda tok: (-counts[tok], tok)))}
+    edges = [(0, 10), (10, 100), (100, 1000), (1000, 10_000), (10_000, float("inf"))]
+    ids, mask = model.tokenize(TEXTS + OTHER)
+    real = mask.bool()
+    tokens = ids[real].tolist()
+
+    def bucket_of(tok: int) -> int:
+        if tok not in rank:
+            return len(edges)  # unseen in training
+        return next(b for b, (lo, hi) in enumerate(edges) if lo <= rank[tok] < hi)
+
+    buckets = [bucket_of(tok) for tok in tokens]
+    assert out["bucket"][-1] == "unseen in training" and len(out["bucket"]) == len(edges) + 1
+    assert out["tokens"] == [buckets.count(b) for b in range(len(edges) + 1)]
+    shares = out["curves"]["held-out tokens"]["share"]
+    assert sum(shares) == pytest.approx(1.0) and sum(out["tokens"]) == len(tokens)  # the buckets partition them
+    assert out["tokens"][-1] > 0 and out["tokens"][0] > 0  # "officials", "prices" ... never occur in TRAIN
+    assert out["tokens"][-1] == sum(tok not in counts for tok in tokens)
+    predicted = {
+        "decode(encode(w)), held-out": model.decode_ids(model.encode(TEXTS + OTHER))[real].tolist(),
+        "token head on the true h": model.autoencoder.logits(model.features(ids, mask), mask).argmax(-1)[real].tolist(),
+    }
+    for label, pred in predicted.items():
+        expected = []
+        for b in range(len(edges) + 1):
+            hits = [p == t for p, t, k in zip(pred, tokens, buckets, strict=True) if k == b]
+            expected.append(sum(hits) / len(hits) if hits else None)
+        assert out["curves"][label]["accuracy"] == pytest.approx(expected)
+    assert out["curves"]["token head on the true h"]["accuracy"][2] is None  # no token ranks 100-1k here
+    assert out["train_texts_counted"] == len(TRAIN) and out["train_tokens_counted"] == sum(counts.values())
+    assert out["vocab_seen_in_training"] == len(counts)
+    assert probes.frequency_probe(model, TEXTS, TRAIN, max_train_texts=1)["train_texts_counted"] == 1
+
+
+def test_frequency_probe_png_has_a_panel_per_measure(model, tmp_path):
+    out = probes.frequency_probe(model, TEXTS, TRAIN)
+    paths = probes.write_probe(out, tmp_path / "frequency.json")
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+    assert json.loads(paths["json"].read_text())["bucket"] == out["bucket"]
+    assert "frequency" in probes.PROBES  # `ldlm probe all` runs it
 
 
 def test_probe_bad_inputs(model):

@@ -3,13 +3,21 @@ Table 1's reconstruction switches, token-decoder post-training and the self-atte
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from ldlm_helpers import synthetic_batch, tiny_config, tiny_model
+from safetensors.torch import load_file
 
+from ldlm.config import load_config
 from ldlm.model.autoencoder import TextAutoencoder
+from ldlm.model.transformer import TransformerBlock
 from ldlm.objectives.decoder import DecoderTask
 from ldlm.objectives.joint import JointTask
+
+GPT2_HIDDEN, GPT2_VOCAB = 768, 50257  # GPT-2 small, the paper's E_h (not downloaded: the sizes are enough)
+D_W = ("autoencoder.token_blocks.", "autoencoder.head.")
 
 
 def _grad_norm(loss, params) -> float:
@@ -34,6 +42,48 @@ def test_token_loss_sends_no_gradient_to_the_latent_encoder():
     assert _grad_norm(terms["ce"], ae.token_blocks.parameters()) > 0
     assert _grad_norm(terms["mse"], ae.compressor.parameters()) > 0  # L_h is the encoder's reconstruction signal
     assert _grad_norm(terms["mse"], ae.head.parameters()) == 0.0
+
+
+def test_paper_token_decoder_is_three_transformer_blocks_then_a_linear_head():
+    """LDLM App. B.2 / ldlm_lm1b: D_w = 3 transformer layers + a linear head over the vocabulary, at GPT-2's width
+    (built on the meta device: shapes and wiring only, no weights allocated)."""
+    cfg = load_config("ldlm_lm1b")
+    assert cfg.autoencoder.token_decoder_layers == 3
+    with torch.device("meta"):
+        ae = TextAutoencoder(
+            cfg.autoencoder, hidden_size=GPT2_HIDDEN, max_length=cfg.encoder.max_length, vocab_size=GPT2_VOCAB
+        )
+        assert len(ae.token_blocks) == 3 and all(type(b) is TransformerBlock for b in ae.token_blocks)
+        assert type(ae.head) is torch.nn.Linear
+        assert (ae.head.in_features, ae.head.out_features) == (GPT2_HIDDEN, GPT2_VOCAB)
+        calls = []  # (module, its input, its output) in call order
+        for m in (*ae.token_blocks, ae.head):
+            m.register_forward_hook(lambda mod, args, out: calls.append((mod, args[0], out)))
+        h_hat = torch.randn(2, cfg.encoder.max_length, GPT2_HIDDEN)
+        logits = ae.logits(h_hat, torch.ones(2, cfg.encoder.max_length, dtype=torch.long))
+    assert [c[0] for c in calls] == [*ae.token_blocks, ae.head]  # the blocks in order, then the head, once each
+    assert calls[0][1] is h_hat and calls[-1][2] is logits
+    assert all(calls[i + 1][1] is calls[i][2] for i in range(3))  # each reads the previous one's output directly
+    assert logits.shape == (2, cfg.encoder.max_length, GPT2_VOCAB)
+
+
+@pytest.mark.parametrize("mode", ["mse", "ce", "ce+mse"])
+def test_token_decoder_reads_h_hat_stop_gradient_only_in_mse_mode(mode):
+    """L_w's input is D_h's output h_hat (not the true h): sg(h_hat) with reconstruction=mse, h_hat itself with
+    Table 1's CE ablations."""
+    cfg = tiny_config(f"joint.reconstruction={mode}")
+    model = tiny_model(cfg)
+    ae = model.autoencoder
+    seen = {}
+    ae.decompressor.register_forward_hook(lambda mod, args, out: seen.setdefault("h_hat", out))
+    ae.token_blocks[0].register_forward_hook(lambda mod, args, out: seen.setdefault("d_w_input", args[0]))
+    JointTask(model, cfg, seed=0).train().losses(synthetic_batch(model), 10**6)
+    h_hat, d_w_input = seen["h_hat"], seen["d_w_input"]
+    assert h_hat.requires_grad and torch.equal(d_w_input, h_hat)
+    if mode == "mse":
+        assert not d_w_input.requires_grad  # detached: sg(h_hat)
+    else:
+        assert d_w_input is h_hat
 
 
 @pytest.mark.parametrize("mode, expected", [("ce", {"diff", "ce"}), ("ce+mse", {"diff", "mse", "ce"})])
@@ -105,6 +155,81 @@ def test_sigma_dec_zero_is_the_identity():
     task = JointTask(tiny_model(cfg), cfg, seed=0).train()
     z = torch.randn(2, 4, 64)
     assert torch.equal(task.decoder_input(z), z)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 3.0])
+def test_decoder_noise_is_z0_plus_sigma_dec_eps(sigma):
+    """z~0 = z0 + sigma_dec eps with eps ~ N(0, I) from the task's generator: the noise std scales with sigma_dec."""
+    cfg = tiny_config(f"joint.sigma_dec={sigma}")
+    task = JointTask(tiny_model(cfg), cfg, seed=0).train()
+    z = torch.randn(64, 4, 64)
+    eps = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
+    noisy = task.decoder_input(z)
+    torch.testing.assert_close(noisy, z + sigma * eps)
+    assert (noisy - z).std().item() == pytest.approx(sigma, rel=0.05)
+    assert not torch.equal(task.decoder_input(z), noisy)  # fresh noise at every step
+
+
+def test_sigma_dec_zero_trains_on_the_clean_latent():
+    """sigma_dec=0: L_h in training equals L_h on the clean z0 (eval mode), in the joint objective end to end."""
+    cfg = tiny_config("joint.sigma_dec=0")
+    model = tiny_model(cfg)
+    batch = synthetic_batch(model)
+    train = JointTask(model, cfg, seed=0).train().losses(batch, 0)["mse"]
+    clean = JointTask(model, cfg, seed=0).eval().losses(batch, 0)["mse"]
+    assert torch.equal(train, clean)
+
+
+def test_post_training_noise_in_training_only():
+    """App. B.2's D_w post-training sees D_h(z0 + sigma_dec eps) in training, the clean path in eval mode."""
+    model = tiny_model(tiny_config())
+    batch = synthetic_batch(model)
+
+    def ce(sigma: float, train: bool) -> torch.Tensor:
+        return DecoderTask(model, tiny_config(f"joint.sigma_dec={sigma}"), seed=0).train(train)(batch, 10**6)[0]
+
+    clean = ce(3.0, train=False)
+    assert torch.equal(ce(0.0, train=True), clean) and torch.equal(ce(0.0, train=False), clean)
+    assert not torch.isclose(ce(3.0, train=True), clean)
+
+
+def test_post_training_path_trains_only_d_w_and_raises_heldout_accuracy(tmp_path, monkeypatch):
+    """LDLM App. B.2 end to end: a joint stage with ``joint.skip_token_decoder=true`` (no L_w, D_w untrained), stopped
+    before the post-training, then ``--resume`` with ``decoder_train.steps > 0``: the joint stage is restored, only
+    D_w trains (every other weight bit-identical), and held-out token accuracy rises."""
+    from ldlm import cli
+    from ldlm.objectives.autoencoder import reconstruction_accuracy
+    from ldlm.recipes import ldlm as ldlm_recipe
+
+    before = {}
+
+    def stop_before_post_training(model, train, valid, cfg, run_dir, progress=True):
+        before["state"] = {k: v.detach().clone() for k, v in model.trained_state_dict().items()}
+        before.update(reconstruction_accuracy(model, valid, max_texts=len(valid), true_h=True))
+        raise KeyboardInterrupt("stopped before the post-training")
+
+    # N = L latents without decoder noise: the only tiny setting whose latents carry tokens after 20 steps
+    args = [
+        "train", "ldlm_tiny", f"output_dir={tmp_path}/{{name}}", "joint.skip_token_decoder=true",
+        "autoencoder.num_latents=16", "joint.sigma_dec=0", "joint_train.steps=20", "joint_train.save_every=0",
+        "decoder_train.steps=30", "decoder_train.save_every=0", "--quiet",
+    ]  # fmt: skip
+    with monkeypatch.context() as m:
+        m.setattr(ldlm_recipe, "train_token_decoder", stop_before_post_training)
+        with pytest.raises(KeyboardInterrupt):
+            cli.main(args)
+    assert cli.main([*args, "--resume"]) == 0
+    run = tmp_path / "ldlm_tiny"
+    after = load_file(str(run / "model" / "model.safetensors"))
+    assert set(after) == set(before["state"])
+    for key, value in before["state"].items():
+        if key.startswith(D_W):
+            assert not torch.equal(after[key], value), key  # the fresh D_w trained
+        else:
+            torch.testing.assert_close(after[key], value, rtol=0, atol=0, msg=key)  # E_z, D_h, denoiser, stats
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["heldout_token_accuracy"] > before["acc"] + 0.05  # through z (measured: 0.0 -> 0.12)
+    assert summary["heldout_head_accuracy_true_h"] > before["acc_true_h"] + 0.3  # D_w on the true h (~0 -> 0.64)
 
 
 def test_post_training_trains_only_a_fresh_token_decoder():

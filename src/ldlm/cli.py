@@ -15,7 +15,7 @@ ldlm sweep RUN_DIR [--steps-list 10,25,50,100,200] [--samplers euler,ddim,dpmpp_
                                           (= model calls), one line per sampler -> JSON + PNG
 ldlm curve RUN_DIR [RUN_DIR ...] [--minutes 15,30,60]   quality of kept checkpoints vs training minutes
 ldlm compare NAME=REPORT.json ... --out F   rows of several evaluate reports + the real-text row, one JSON
-ldlm probe {interpolation,robustness,mismatch,trajectory,loss-t,positions,all} RUN_DIR   latent-space probes
+ldlm probe {interpolation,robustness,mismatch,trajectory,loss-t,positions,frequency,all} RUN_DIR   latent-space probes
 ldlm push RUN_DIR --repo owner/name [--private] [--revision BRANCH]   weights, config, card, results: one hub commit
 ldlm bench [--smoke] [--batch 8] [--out results/bench.json]   sampling speed vs GPT-2, step cost, % of matmul peak
                                           -> JSON + PNG
@@ -381,7 +381,7 @@ def _cmd_probe(args: argparse.Namespace) -> None:
 
     if args.num_texts < 2:
         raise CLIError(f"-n/--num-texts must be >= 2, got {args.num_texts}")
-    model, _, heldout = _load_for_evaluation(args)
+    model, train, heldout = _load_for_evaluation(args)
     texts, n, seed = heldout, args.num_texts, args.seed
     if len(texts) < 2 * n:
         raise CLIError(f"the run holds out {len(texts)} texts; probes with -n {n} need {2 * n}: lower -n")
@@ -394,6 +394,7 @@ def _cmd_probe(args: argparse.Namespace) -> None:
         "trajectory": lambda: probes.trajectory_probe(model, num_samples=n, seed=seed),
         "loss-t": lambda: probes.loss_vs_t_probe(model, texts[:n], seed=seed),
         "positions": lambda: probes.position_probe(model, texts[:n], num_samples=n, seed=seed),
+        "frequency": lambda: probes.frequency_probe(model, texts[:n], train),
     }
     for name in probes.PROBES if args.probe == "all" else (args.probe,):
         out = Path(args.out_dir) / f"{model.cfg.name}_probe_{name}.json"
@@ -557,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("probe", help="latent-space probes (JSON + PNG each)")
     p.add_argument(
-        "probe", choices=["interpolation", "robustness", "mismatch", "trajectory", "loss-t", "positions", "all"]
+        "probe",
+        choices=["interpolation", "robustness", "mismatch", "trajectory", "loss-t", "positions", "frequency", "all"],
     )
     p.add_argument("run_dir")
     p.add_argument("-n", "--num-texts", type=int, default=32, help="texts / samples / pairs per probe")

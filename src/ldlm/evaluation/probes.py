@@ -23,11 +23,13 @@ from ldlm.storage.io import atomic_write_json
 __all__ = [
     "PROBES",
     "decoder_robustness_probe",
+    "frequency_probe",
     "interpolation_probe",
     "interpolation_texts",
     "loss_vs_t_probe",
     "mismatch_probe",
     "position_probe",
+    "token_frequency_ranks",
     "score_interpolation",
     "trajectory_probe",
     "write_probe",
@@ -297,7 +299,72 @@ def position_probe(
     }
 
 
-PROBES = ("interpolation", "robustness", "mismatch", "trajectory", "loss-t", "positions")
+# frequency-rank buckets of the frequency probe: [lo, hi) of the rank (0 = the most frequent training token)
+FREQUENCY_BUCKETS = ((0, 10, "top-10"), (10, 100, "10-100"), (100, 1000, "100-1k"), (1000, 10_000, "1k-10k"))
+RARER, UNSEEN = "rarer (rank >= 10k)", "unseen in training"
+
+
+@torch.inference_mode()
+def token_frequency_ranks(model, texts: Sequence[str], *, batch_size: int = 1024) -> tuple[torch.Tensor, int]:
+    """Frequency rank of every vocabulary id among the tokens of ``texts`` (tokenised as the model reads them:
+    ``model.tokenize``, padding excluded): (V,) long, 0 = the most frequent (ties by id), -1 = never seen; and the
+    number of tokens counted."""
+    vocab = model.autoencoder.vocab_size
+    counts = torch.zeros(vocab, dtype=torch.long)
+    for start in range(0, len(texts), batch_size):
+        ids, mask = model.tokenize(list(texts[start : start + batch_size]))
+        counts += torch.bincount(ids[mask.bool()].cpu(), minlength=vocab)[:vocab]
+    order = torch.sort(-counts, stable=True).indices  # most frequent first, ties by id
+    ranks = torch.empty(vocab, dtype=torch.long)
+    ranks[order] = torch.arange(vocab)
+    ranks[counts == 0] = -1
+    return ranks, int(counts.sum())
+
+
+@torch.inference_mode()
+def frequency_probe(
+    model, texts: Sequence[str], train_texts: Sequence[str], *, max_train_texts: int | None = 100_000
+) -> dict:
+    """Per frequency bucket of the held-out tokens (their rank in the run's training texts, log-spaced: top-10,
+    10-100, 100-1k, 1k-10k, rarer, unseen in training): the share of held-out tokens and the accuracy of
+    ``decode(encode(w))`` and of the token head on the true h. Shows whether the lost tokens are the rare ones.
+    The ranks count the first ``max_train_texts`` training texts (None: all)."""
+    texts = _check_texts(texts)
+    counted = list(train_texts[:max_train_texts] if max_train_texts is not None else train_texts)
+    ranks, train_tokens = token_frequency_ranks(model, _check_texts(counted))
+    ids, mask = model.tokenize(texts)  # (B, L)
+    real = mask.bool()
+    rank = ranks.to(ids.device)[ids]  # (B, L)
+    edges = torch.tensor([hi for _, hi, _ in FREQUENCY_BUCKETS], device=ids.device)
+    bucket = torch.bucketize(rank, edges, right=True)  # 0 .. len(FREQUENCY_BUCKETS) (rarer)
+    bucket[rank < 0] = len(FREQUENCY_BUCKETS) + 1  # unseen
+    labels = [label for *_, label in FREQUENCY_BUCKETS] + [RARER, UNSEEN]
+    tokens = [int((real & (bucket == b)).sum()) for b in range(len(labels))]
+    total = sum(tokens)
+
+    def accuracy(predicted: torch.Tensor) -> list[float | None]:
+        hit = (predicted == ids) & real
+        return [int((hit & (bucket == b)).sum()) / n if n else None for b, n in enumerate(tokens)]
+
+    h = model.features(ids, mask)
+    return {
+        "probe": "frequency",
+        "x": "bucket",
+        "bucket": labels,
+        "curves": {
+            "decode(encode(w)), held-out": {"accuracy": accuracy(model.decode_ids(model.encode(texts)))},
+            "token head on the true h": {"accuracy": accuracy(model.autoencoder.logits(h, mask).argmax(-1))},
+            "held-out tokens": {"share": [n / total for n in tokens]},
+        },
+        "tokens": tokens,
+        "num_texts": len(texts),
+        "train_texts_counted": len(counted),
+        "train_tokens_counted": train_tokens,
+        "vocab_seen_in_training": int((ranks >= 0).sum()),
+    }
+
+
+PROBES = ("interpolation", "robustness", "mismatch", "trajectory", "loss-t", "positions", "frequency")
 _LOG_METRICS = ("judge_ppl", "mse")
 
 

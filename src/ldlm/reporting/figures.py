@@ -42,15 +42,24 @@ def plot_curves(
     logx: bool = False,
     log_panels: Sequence[str] = (),
 ) -> Path:
-    """One row of line plots; ``panels`` = (title, ylabel, series); panels named in ``log_panels`` use log y."""
+    """One row of line plots; ``panels`` = (title, ylabel, series); panels named in ``log_panels`` use log y.
+    String x values (e.g. frequency buckets) are categories: evenly spaced, in order of first appearance, and every
+    panel shows all of them, also where a series has no value there."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
+    xs_all = [x for _, _, series in panels for xs, _ in series.values() for x in xs]
+    categories = list(dict.fromkeys(x for x in xs_all if isinstance(x, str)))
+    position = {c: i for i, c in enumerate(categories)}
     for ax, (name, ylabel, series) in zip(axes[0], panels, strict=True):
         for label, (xs, ys) in series.items():
+            xs = [position.get(x, x) if isinstance(x, str) else x for x in xs]
             pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=label)
         ax.set(title=name, xlabel=xlabel, ylabel=ylabel)
+        if categories:
+            ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right", fontsize=8)
+            ax.set_xlim(-0.5, len(categories) - 0.5)
         if logx:
             ax.set_xscale("log")
         if name in log_panels:
