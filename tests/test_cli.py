@@ -167,3 +167,10 @@ def test_nonfinite_loss_gives_one_clear_error(tmp_path, capsys, monkeypatch):
     assert rc == 2
     line = _one_error(capsys.readouterr().err, "train")
     assert "non-finite loss" in line and "at step 1" in line and "on_nonfinite=skip" in line
+
+
+def test_options_are_not_abbreviated(capsys):
+    """`ldlm probe loss-t RUN --out x.json` once made a folder named x.json (argparse read --out as --out-dir)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["probe", "loss-t", "runs/none", "--out", "x.json"])
+    assert exc.value.code == 2 and "unrecognized arguments: --out" in capsys.readouterr().err

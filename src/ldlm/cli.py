@@ -603,6 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("configs", help="list the presets")
     p.set_defaults(func=_cmd_configs)
+    for command in sub.choices.values():  # `--out` must not silently mean `--out-dir` (a folder named *.json)
+        command.allow_abbrev = False
     return parser
 
 
