@@ -200,8 +200,9 @@ def ablations(root: Path) -> str:
     caption = (
         "Row pairs ordered as in the paper; in brackets the pairs the seeds resolve (Welch p < 0.05) and how many of "
         "those agree; "
-        "full tables in [docs/results.md](docs/results.md). **Measured by the code before the issue-21 diffusion fixes "
-        "(adaptive-sampler estimator, DDPM instead of Euler-Maruyama), not re-run since: read them as that code's.**\n\n"
+        "full tables in [docs/results.md](docs/results.md). **Measured by the code before the issue-21 diffusion "
+        "fixes (adaptive-sampler estimator, DDPM instead of Euler-Maruyama), not re-run since: read them as that "
+        "code's.**\n\n"
     )
     return caption + _table(["paper table", "rows × seeds", "judge PPL", "MAUVE"], rows)
 
