@@ -305,3 +305,61 @@ def test_compare_command_builds_one_table_and_refuses_differing_protocols(fake_j
         compare_reports({"cosmos": a, "x": other})
     assert cli.main(["compare", "cosmos", "--out", str(out)]) == 2
     assert "NAME=PATH" in capsys.readouterr().err
+
+
+class RoundTripModel(FakeModel):
+    """A FakeModel with a perfect autoencoder (encode/decode = the tokenizer round trip) that must never sample."""
+
+    def encode(self, texts):
+        return list(texts)
+
+    def decode(self, latents):
+        return self.ids_to_texts(latents)
+
+    def generate(self, n, **kwargs):
+        raise AssertionError("source='reconstruction' must not sample")
+
+
+def test_reconstruction_source_of_a_perfect_autoencoder_scores_exactly_the_reference_row(fake_judge):
+    cfg = SuiteConfig(num_samples=4, seeds=(0, 1), source="reconstruction")
+    report = evaluate_model(RoundTripModel(), TRAIN, HELDOUT, cfg)
+    mauve_ref = fake_judge.instances[0].featurised[0]
+    for row in report["per_seed"]:
+        assert row["samples"] == row["reference_samples"]  # the round trips of the reference row's own texts
+        assert not set(row["samples"]) & set(mauve_ref)  # disjoint from the MAUVE reference
+        assert row["model"] == row["reference"]
+    assert report["model"]["judge_ppl"] == report["reference"]["judge_ppl"]
+    p = report["protocol"]
+    assert "reconstruction" in p["source"] and p["sampler"] is None and p["sampling_steps"] is None
+    assert "--source reconstruction" in reproduce_command(report)
+    env, prog, *argv = shlex.split(reproduce_command(report))
+    assert cli._suite_config(cli.build_parser().parse_args(argv)) == cfg
+
+
+def test_reconstruction_source_evaluates_the_decoded_heldout_texts_of_a_tiny_model(fake_judge, monkeypatch):
+    from ldlm_helpers import tiny_model
+
+    from ldlm.config import load_config
+
+    model = tiny_model(load_config("tiny")).eval()
+    monkeypatch.setattr(model, "generate", lambda *a, **k: pytest.fail("source='reconstruction' sampled"))
+    heldout = [f"{t}, and then story number {i} went on for a while longer than before" for i, t in enumerate(HELDOUT)]
+    raw = dict(zip(suite.model_texts(model, heldout), heldout, strict=True))
+    report = evaluate_model(model, TRAIN, heldout, SuiteConfig(num_samples=4, seeds=(0, 1), source="reconstruction"))
+    judge = fake_judge.instances[0]
+    for i, row in enumerate(report["per_seed"]):
+        originals = [raw[t] for t in row["reference_samples"]]
+        decoded = model.decode(model.encode(originals))  # text -> E_h -> E_z -> z -> D_h -> D_w -> text
+        assert row["samples"] == decoded and decoded != row["reference_samples"]  # untrained: not the input back
+        assert judge.featurised[1 + 2 * i] == decoded  # these texts were scored as the model row
+    assert report["model"]["judge_ppl"]["values"] != report["reference"]["judge_ppl"]["values"]
+
+
+def test_evaluate_command_reconstruction_source(monkeypatch, fake_judge, tmp_path):
+    model = RoundTripModel()
+    monkeypatch.setattr(cli, "_load_for_evaluation", lambda args: (model, TRAIN, HELDOUT))
+    out = tmp_path / "r.json"
+    assert cli.main(["evaluate", "runs/fake", "-n", "4", "--source", "reconstruction", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["source"] == "reconstruction" and "round trips" in out.with_suffix(".md").read_text()
+    assert report["model"]["mauve"] == report["reference"]["mauve"]

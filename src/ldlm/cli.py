@@ -11,6 +11,7 @@ ldlm report RUN_DIR --out results/NAME.json  judge samples vs an untrained twin,
 ldlm configs                              list the presets
 ldlm evaluate RUN_DIR [-n 128] [--seeds 0,1,2] [--paper] [--checkpoint DIR]   judge PPL, MAUVE, Div, entropy, Mem
                                           for samples and real held-out texts -> results/NAME_report.{json,md,png}
+                                          (--source reconstruction: autoencoder round trips of held-out texts)
 ldlm sweep RUN_DIR [--steps-list 10,25,50,100,200] [--samplers euler,ddim,dpmpp_2m]   quality vs sampling steps
                                           (= model calls), one line per sampler -> JSON + PNG
 ldlm curve RUN_DIR [RUN_DIR ...] [--minutes 15,30,60]   quality of kept checkpoints vs training minutes
@@ -177,6 +178,7 @@ def _suite_config(args: argparse.Namespace):
         judge=args.judge,
         mauve=MauveProtocol(max_len=args.mauve_max_len, seed=args.mauve_seed, pooling=args.mauve_pooling),
         device=args.device,
+        source=getattr(args, "source", "samples"),
     )
 
 
@@ -195,17 +197,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from ldlm.reporting.writer import write_report
 
     if _run_recipe(args.run_dir, args.revision) == "seq2seq":
+        if args.source != "samples":
+            raise CLIError(f"--source {args.source} is for unconditional models; {args.run_dir} is a seq2seq run")
         return _cmd_evaluate_seq2seq(args)
     cfg = _suite_config(args)
     model, train, heldout = _load_for_evaluation(args)
     report = evaluate_model(model, train, heldout, cfg)
-    paths = write_report(report, args.out or f"results/{model.cfg.name}_report.json")
+    suffix = "_reconstruction" if cfg.source == "reconstruction" else ""
+    paths = write_report(report, args.out or f"results/{model.cfg.name}{suffix}_report.json")
     for row in ("model", "reference"):
         print(f"{row:9s} {_summary_line(report[row])}")
     if report["collapse"]["collapsed"]:
         print("COLLAPSED: " + report["warnings"][-1], file=sys.stderr)
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
-    if not args.checkpoint:  # the saved weights were evaluated: their card carries the figures
+    # the saved weights' samples were evaluated: their card carries the figures (round trips are not samples)
+    if not args.checkpoint and cfg.source == "samples":
         from ldlm.evaluation.suite import METRICS
         from ldlm.reporting.writer import reproduce_command
 
@@ -517,6 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper", action="store_true", help="the papers' scale: 1,000 samples x 5 seeds")
     p.add_argument(
         "--checkpoint", default=None, help="evaluate the EMA weights of RUN_DIR/<stage>/checkpoints/step_N instead"
+    )
+    p.add_argument(
+        "--source",
+        choices=("samples", "reconstruction"),
+        default="samples",
+        help="reconstruction: score the autoencoder round trips of held-out texts (the reference row's, disjoint "
+        "from the MAUVE reference) instead of samples: the decoder's ceiling",
     )
     _add_seq2seq_options(p)
     p.add_argument("--bertscore-model", default="minilm-l6", help="seq2seq: BERTScore model (short name or dir)")

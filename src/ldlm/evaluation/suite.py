@@ -6,6 +6,11 @@ exact protocol. Held-out texts go through the model's own tokenizer first (lower
 tokens) so casing or length never separates real from generated; they are split once, with a fixed
 shuffle, into a MAUVE reference of ``num_samples`` texts and a pool for the reference row (disjoint:
 real text is never compared with itself).
+
+``source="reconstruction"`` (``ldlm evaluate --source reconstruction``) replaces the samples by the autoencoder
+round trip of real held-out texts (text -> E_h -> E_z -> z -> D_h -> D_w -> argmax tokens -> text): per seed, the
+very texts of that seed's reference row, so they come from the pool and never from the MAUVE reference. Nothing is
+sampled; the row says what the decoder alone loses, the best any diffusion model on this autoencoder could score.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from ldlm.evaluation.scoring import ScoringJudge
 
 __all__ = [
     "METRICS",
+    "SOURCES",
     "SuiteConfig",
     "TextScorer",
     "build_scorer",
@@ -34,6 +40,7 @@ __all__ = [
     "generate_texts",
     "model_info",
     "model_texts",
+    "reconstruct_texts",
     "score_texts",
     "scoring_judge",
     "split_reference",
@@ -45,6 +52,8 @@ log = logging.getLogger(__name__)
 # the report's figures; judge_ppl is token-level, judge_ppl_per_sample the mean of per-text PPLs
 METRICS = ("judge_ppl", "judge_ppl_per_sample", "mauve", "div", "entropy", "mem")
 PAPER_SCALE = {"num_samples": 1000, "seeds": (0, 1, 2, 3, 4)}  # COSMOS / LDLM: 1,000 samples x 5 seeds
+# what the model row scores: generated samples, or the autoencoder round trip of the reference row's held-out texts
+SOURCES = ("samples", "reconstruction")
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class SuiteConfig:
     reference_seed: int = 0  # the fixed shuffle that splits held-out texts (MAUVE reference | reference row)
     gen_batch_size: int = 128
     device: str = "cpu"
+    source: str = "samples"  # one of SOURCES
 
     def __post_init__(self) -> None:
         if self.num_samples < 2:
@@ -74,6 +84,8 @@ class SuiteConfig:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.sampler is not None and self.sampler not in SAMPLERS:
             raise ValueError(f"sampler={self.sampler!r} is unknown: use {' | '.join(SAMPLERS)}")
+        if self.source not in SOURCES:
+            raise ValueError(f"source={self.source!r} is unknown: use {' | '.join(SOURCES)}")
 
 
 def summarize(values: Sequence[float | None]) -> dict:
@@ -91,6 +103,20 @@ def model_texts(model, texts: Sequence[str], batch_size: int = 256) -> list[str]
     for s in range(0, len(texts), batch_size):
         ids, _ = model.tokenize(list(texts[s : s + batch_size]))
         out += model.ids_to_texts(ids)
+    return out
+
+
+def reconstruct_texts(model, texts: Sequence[str], batch_size: int = 128) -> list[str]:
+    """The autoencoder round trip of ``texts``: tokenise, E_h, E_z -> z, D_h, D_w -> argmax tokens -> texts
+    (:meth:`~ldlm.pipeline.LatentDiffusionLM.encode` then ``decode``; no noise, no denoiser)."""
+    if not hasattr(model, "encode") or not hasattr(model, "decode"):
+        raise ValueError(
+            f"model {model.cfg.name!r} has no autoencoder to round-trip texts through (source='reconstruction' "
+            "needs a latent model, not recipe: ar)"
+        )
+    out: list[str] = []
+    for s in range(0, len(texts), batch_size):
+        out += model.decode(model.encode(list(texts[s : s + batch_size])))
     return out
 
 
@@ -215,22 +241,37 @@ def protocol(cfg: SuiteConfig, info: dict, scorer: TextScorer, num_pool: int = 0
     }
     if num_pool:
         out["reference_row"] = f"{cfg.num_samples} texts per seed drawn from {num_pool} other held-out texts"
+    if cfg.source == "reconstruction":
+        out.update(sampling_steps=None, sampler=None)  # nothing is sampled
+        out["source"] = (
+            "reconstruction: the model row is the autoencoder round trip (tokens -> E_h -> E_z -> z -> D_h -> D_w -> "
+            "argmax tokens) of each seed's reference-row texts (raw held-out texts, disjoint from the MAUVE "
+            "reference); no sampling, no noise"
+        )
     return out
 
 
 def generate_texts(model, heldout_texts: Sequence[str], cfg: SuiteConfig) -> dict:
-    """The suite's texts, unscored: per seed the samples and the real reference-row texts, plus the MAUVE
-    reference. JSON-serialisable, so sampling can run where no judge is (a GPU node) and scoring elsewhere."""
+    """The suite's texts, unscored: per seed the samples (or, with ``cfg.source="reconstruction"``, the round trips
+    of the reference-row texts) and the real reference-row texts, plus the MAUVE reference. JSON-serialisable, so
+    sampling can run where no judge is (a GPU node) and scoring elsewhere."""
     start = time.perf_counter()
-    mauve_ref, pool = split_reference(model_texts(model, heldout_texts), cfg.num_samples, cfg.reference_seed)
+    shown = model_texts(model, heldout_texts)
+    mauve_ref, pool = split_reference(shown, cfg.num_samples, cfg.reference_seed)
+    raw: dict[str, str] = {}  # tokenizer round trip -> the first held-out text that gives it
+    for text, original in zip(shown, heldout_texts, strict=True):
+        raw.setdefault(text, original)
     per_seed = []
     for seed in cfg.seeds:
         t0 = time.perf_counter()
-        samples = model.generate(
-            cfg.num_samples, steps=cfg.steps, sampler=cfg.sampler, seed=seed, batch_size=cfg.gen_batch_size
-        )
-        gen_seconds = time.perf_counter() - t0
         real = random.Random(seed).sample(pool, cfg.num_samples)
+        if cfg.source == "reconstruction":  # the round trip of this seed's reference-row texts, from the raw text
+            samples = reconstruct_texts(model, [raw[t] for t in real], cfg.gen_batch_size)
+        else:
+            samples = model.generate(
+                cfg.num_samples, steps=cfg.steps, sampler=cfg.sampler, seed=seed, batch_size=cfg.gen_batch_size
+            )
+        gen_seconds = time.perf_counter() - t0
         per_seed.append({"seed": seed, "generation_seconds": gen_seconds, "model": samples, "reference": real})
     return {
         "model_info": model_info(model),

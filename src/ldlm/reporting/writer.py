@@ -37,6 +37,7 @@ def reproduce_command(report: dict, out: str | Path | None = None) -> str:
         *([f"--steps {st['steps']}"] if st["steps"] else []),
         *([f"--sampler {st['sampler']}"] if st["sampler"] else []),
         f"--judge {st['judge']} --mauve-max-len {m['max_len']} --mauve-seed {m['seed']} --mauve-pooling {m['pooling']}",
+        *([f"--source {st['source']}"] if st.get("source", "samples") != "samples" else []),
         *([f"--out {out}"] if out else []),
     ]
     return " ".join(args)
@@ -45,11 +46,13 @@ def reproduce_command(report: dict, out: str | Path | None = None) -> str:
 def report_markdown(report: dict, png_name: str, out: str | Path | None = None) -> str:
     """The report as a Markdown page: results table, protocol, warnings, first samples."""
     p = report["protocol"]
+    what = "autoencoder round trips of held-out texts" if "source" in p else "samples"
+    steps = "no sampling" if "source" in p else f"{p['sampling_steps']} {p['sampler']} steps"
     lines = [
         f"# Evaluation of `{report['config']}` ({report['run']})",
         "",
-        f"{p['num_samples']} samples × {len(p['seeds'])} seeds {p['seeds']}, {p['sampling_steps']} {p['sampler']} "
-        f"steps; judge `{p['judge']}`; mean ± std over seeds. Reference = real held-out texts, same protocol.",
+        f"{p['num_samples']} {what} × {len(p['seeds'])} seeds {p['seeds']}, {steps}; judge `{p['judge']}`; "
+        "mean ± std over seeds. Reference = real held-out texts, same protocol.",
         "",
         "| texts | " + " | ".join(_LABELS[m] for m in METRICS) + " |",
         "|---|" + "---|" * len(METRICS),
