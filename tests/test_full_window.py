@@ -37,3 +37,42 @@ def test_diffusion_stage_trains_on_the_full_windows_only(tiny_run, tmp_path):
     data = RunTexts(train=[SHORT, LONG, SHORT, LONG + " again"], valid=[LONG, SHORT], extra=[])
     summary = train_diffusion(model, data, cfg, tmp_path, progress=False)
     assert summary["diffusion_texts"] == 2
+
+
+def test_diffusion_rows_are_read_from_the_autoencoder_features_without_encoding_again(monkeypatch, tmp_path):
+    import torch
+    from ldlm_helpers import tiny_model
+
+    from ldlm.config import load_config
+    from ldlm.data import features
+    from ldlm.data.sources import FeatureSource, RowSubset, diffusion_sources
+
+    monkeypatch.setattr(features, "CACHE_DIR", tmp_path)
+    cfg = _with(load_config("tiny"), diffusion_full_window=True)
+    model = tiny_model(cfg)
+    encoded = []  # rows through the frozen encoder E_h
+    forward = model.encoder.forward
+    monkeypatch.setattr(model.encoder, "forward", lambda ids, mask: encoded.append(len(ids)) or forward(ids, mask))
+    train = [SHORT, LONG, SHORT, LONG + " again", "the mayor said " + LONG, SHORT + " two"]
+    data = RunTexts(train=train, valid=[LONG + " valid", SHORT, "so " + LONG], extra=["extra " + LONG, SHORT])
+    FeatureSource(model, data.autoencoder_texts, True), FeatureSource(model, data.valid, True)  # the autoencoder stage
+    entries = sorted(p.name for p in (tmp_path / "features").iterdir())
+    assert sum(encoded) == len(data.autoencoder_texts) + len(data.valid)
+    encoded.clear()
+
+    new = diffusion_sources(model, data, cfg)
+    assert encoded == [] and sorted(p.name for p in (tmp_path / "features").iterdir()) == entries
+    assert all(isinstance(s, RowSubset) for s in new)
+    texts = diffusion_texts(model, data, cfg)
+    old = [FeatureSource(model, t, True) for t in texts]  # today's path: a new entry of the subset, encoded again
+    assert sum(encoded) == len(texts[0]) + len(texts[1]) == 5
+    for a, b in zip(new, old, strict=True):
+        assert len(a) == len(b)
+        for idx in (torch.arange(len(b)), torch.tensor([1, 0])):
+            x, y = a.batch(idx), b.batch(idx)
+            assert torch.equal(x["input_ids"], y["input_ids"]) and torch.equal(x["attention_mask"], y["attention_mask"])
+            torch.testing.assert_close(x["h"], y["h"], atol=2e-3, rtol=2e-3)
+    # no cache, or no entry of the autoencoder's texts: the subset is tokenised / encoded as before
+    assert not isinstance(diffusion_sources(model, data, _with(cfg, cache_features=False))[0], RowSubset)
+    other = dataclasses.replace(data, extra=["never encoded " + LONG])
+    assert not isinstance(diffusion_sources(model, other, cfg)[0], RowSubset)

@@ -45,6 +45,7 @@ __all__ = [
     "FeatureSet",
     "build_features",
     "cache_key",
+    "cached_features",
 ]
 
 logger = logging.getLogger(__name__)
@@ -330,18 +331,7 @@ def build_features(
     texts = list(texts)
     if not texts:
         raise ValueError("build_features got no texts")
-    cache_dir = Path(cache_dir) if cache_dir is not None else CACHE_DIR / "features"
-    end = None if packing else appended_end_token(encoder.tokenizer)
-    key = cache_key(
-        encoder.name,
-        encoder.path,
-        encoder.layer,
-        max_length,
-        texts,
-        packing=packing,
-        end_token=end,
-        prefix_bos=encoder.prefix_bos,
-    )
+    cache_dir, key = _entry_key(encoder, texts, max_length, cache_dir, packing)
     final = cache_dir / key
     tokens = packed_tokens(encoder.tokenizer, texts, max_length) if packing else None
     shape_args = (key, len(tokens) if packing else len(texts), max_length, encoder.hidden_size)
@@ -355,6 +345,37 @@ def build_features(
             return fs
         tokens = tokens if packing else tokenize_texts(encoder.tokenizer, texts, max_length)
         return _build_entry(encoder, tokens, final, shape_args, batch_size, progress, shard_bytes)
+
+
+def cached_features(
+    encoder: FrozenEncoder, texts: Sequence[str], max_length: int, *, cache_dir: str | os.PathLike | None = None
+) -> FeatureSet | None:
+    """The complete cache entry that :func:`build_features` would read for ``texts`` (padded rows), or None when
+    there is none: a look-up only, it never encodes."""
+    texts = list(texts)
+    if not texts:
+        return None
+    cache_dir, key = _entry_key(encoder, texts, max_length, cache_dir, packing=False)
+    return _complete_entry(cache_dir / key, (key, len(texts), max_length, encoder.hidden_size))
+
+
+def _entry_key(
+    encoder: FrozenEncoder, texts: list[str], max_length: int, cache_dir: str | os.PathLike | None, packing: bool
+) -> tuple[Path, str]:
+    """(cache directory, entry key) of ``texts`` under ``encoder``."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else CACHE_DIR / "features"
+    end = None if packing else appended_end_token(encoder.tokenizer)
+    key = cache_key(
+        encoder.name,
+        encoder.path,
+        encoder.layer,
+        max_length,
+        texts,
+        packing=packing,
+        end_token=end,
+        prefix_bos=encoder.prefix_bos,
+    )
+    return cache_dir, key
 
 
 def _complete_entry(final: Path, shape_args: tuple) -> FeatureSet | None:

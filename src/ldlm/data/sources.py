@@ -1,26 +1,32 @@
 """Where a training stage gets its rows: token ids and masks, and the frozen encoder's features h when cached.
 
 A :class:`FeatureSource` holds one row per text (padded, COSMOS) or per packed chunk (:class:`PackedFeatureSource`,
-the LDLM presets), or reads rows from a token file (:class:`StreamedSource`, ``data.streaming``).
+the LDLM presets), or reads rows from a token file (:class:`StreamedSource`, ``data.streaming``); a
+:class:`RowSubset` reads some rows of another source (COSMOS's diffusion stage: :func:`diffusion_sources`).
 :func:`normalized_features` turns a batch into ``(ids, mask, h)`` with h normalised by the model
 (:meth:`~ldlm.pipeline.LatentDiffusionLM.normalize_features`), running E_h when h is not cached.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
 
 from ldlm.config import DataConfig
 from ldlm.data.batches import BatchStream
-from ldlm.data.features import FeatureSet, build_features
-from ldlm.data.texts import load_run_texts, require_training_texts
+from ldlm.data.features import FeatureSet, build_features, cached_features
+from ldlm.data.texts import RunTexts, diffusion_texts, load_run_texts, require_training_texts
 from ldlm.data.token_file import TokenRows, streamed_corpus
 from ldlm.data.tokenize import packed_tokens, tokenize_texts
 
 if TYPE_CHECKING:
+    from ldlm.config import RunConfig
     from ldlm.pipeline import LatentDiffusionLM
+
+log = logging.getLogger(__name__)
 
 
 class FeatureSource:
@@ -56,6 +62,55 @@ class FeatureSource:
 
     def batches(self, batch_size: int, seed: int) -> BatchStream:
         return BatchStream(len(self), batch_size, self.batch, seed)
+
+
+class RowSubset(FeatureSource):
+    """Rows ``rows`` of ``parent``, in that order, read through it: a view (no encoding, no cache entry of its own)."""
+
+    def __init__(self, parent: FeatureSource, rows: Sequence[int]):
+        self.parent, self.rows = parent, torch.as_tensor(list(rows), dtype=torch.long)
+        self.cached = parent.cached
+        self.ids, self.mask = parent.ids[self.rows], parent.mask[self.rows]
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.parent.batch(self.rows[torch.as_tensor(indices, dtype=torch.long)])
+
+
+def ordered_rows(whole: Sequence[str], part: Sequence[str]) -> list[int] | None:
+    """The positions in ``whole`` of the items of ``part`` when ``part`` is an ordered sub-list of it (a repeated
+    text takes its earliest free position), else None."""
+    rows: list[int] = []
+    for i, text in enumerate(whole):
+        if len(rows) == len(part):
+            break
+        if text == part[len(rows)]:
+            rows.append(i)
+    return rows if len(rows) == len(part) else None
+
+
+def subset_source(model: LatentDiffusionLM, parent_texts: list[str], texts: list[str], cache: bool) -> FeatureSource:
+    """Rows of ``texts`` as a :class:`RowSubset` of the cached :class:`FeatureSource` of ``parent_texts`` when
+    ``texts`` is an ordered sub-list of them and their cache entry exists: same rows, no re-encoding, no new entry.
+    Otherwise (h uncached, E_h trainable, no such entry, not a sub-list) ``FeatureSource(model, texts, cache)``."""
+    if FeatureSource.cacheable(model, cache) and parent_texts != texts:
+        rows = ordered_rows(parent_texts, texts)
+        if rows is not None and cached_features(model.encoder, parent_texts, model.max_length) is not None:
+            return RowSubset(FeatureSource(model, parent_texts, cache), rows)  # a cache hit
+    return FeatureSource(model, texts, cache)
+
+
+def diffusion_sources(
+    model: LatentDiffusionLM, data: RunTexts, cfg: RunConfig
+) -> tuple[FeatureSource, FeatureSource | None]:
+    """(train, held-out or None when no held-out text is left) rows of COSMOS's diffusion stage: the texts of
+    :func:`~ldlm.data.texts.diffusion_texts` (all, or the full windows), in that order, read from the autoencoder
+    stage's feature cache entries (``data.autoencoder_texts`` and ``data.valid``) instead of re-encoded."""
+    train_texts, valid_texts = diffusion_texts(model, data, cfg)
+    cache = cfg.data.cache_features
+    train = subset_source(model, data.autoencoder_texts, train_texts, cache)
+    valid = subset_source(model, data.valid, valid_texts, cache) if valid_texts else None
+    log.info("diffusion rows: %s", "rows of the autoencoder's features" if isinstance(train, RowSubset) else "encoded")
+    return train, valid
 
 
 class PackedFeatureSource(FeatureSource):

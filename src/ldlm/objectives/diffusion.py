@@ -15,10 +15,11 @@ from ldlm.pipeline import LatentDiffusionLM
 
 @torch.no_grad()
 def encode_latents(
-    model: LatentDiffusionLM, texts: list[str], batch_size: int = 128, cache: bool = True
+    model: LatentDiffusionLM, texts: list[str] | FeatureSource, batch_size: int = 128, cache: bool = True
 ) -> torch.Tensor:
-    """Raw (unnormalised) latents z: (n, N, d) of ``texts`` with the frozen autoencoder, no augmentation."""
-    source = FeatureSource(model, texts, cache)
+    """Raw (unnormalised) latents z: (n, N, d) of ``texts`` (or of the rows of a source) with the frozen
+    autoencoder, no augmentation."""
+    source = texts if isinstance(texts, FeatureSource) else FeatureSource(model, texts, cache)
     device = model.device
     out = []
     for start in range(0, len(source), batch_size):

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from ldlm.config import RunConfig, TrainConfig
-from ldlm.data.sources import FeatureSource, fit_feature_stats
-from ldlm.data.texts import RunTexts, diffusion_texts
+from ldlm.data.sources import FeatureSource, diffusion_sources, fit_feature_stats
+from ldlm.data.texts import RunTexts
 from ldlm.objectives.autoencoder import AutoencoderTask, reconstruction_accuracy
 from ldlm.objectives.decoder import DecoderTask
 from ldlm.objectives.diffusion import DiffusionTask, encode_latents, fit_latent_stats, validation_diffusion_loss
@@ -71,10 +71,10 @@ def train_diffusion(
     """Stage 2 on the frozen autoencoder's standardised latents of the training texts."""
     start = time.perf_counter()
     model.eval()
-    train_texts, valid_texts = diffusion_texts(model, data, cfg)
-    z_train = encode_latents(model, train_texts, cache=cfg.data.cache_features)
+    train, valid = diffusion_sources(model, data, cfg)  # rows of the autoencoder stage's cached features
+    z_train = encode_latents(model, train)
     # (when no held-out text fills the window, validate on training latents)
-    z_valid = encode_latents(model, valid_texts, cache=cfg.data.cache_features) if valid_texts else z_train[:512]
+    z_valid = encode_latents(model, valid) if valid is not None else z_train[:512]
     fit_latent_stats(model, z_valid if z_valid.shape[0] >= 64 else z_train)
     z_train = model.normalize_latents(z_train.to(model.device)).cpu()
     z_valid = model.normalize_latents(z_valid.to(model.device)).cpu()[:512]
@@ -88,7 +88,7 @@ def train_diffusion(
     model.eval()
     return {
         "diffusion_minutes": (time.perf_counter() - start) / 60,
-        "diffusion_texts": len(train_texts),
+        "diffusion_texts": len(train),
         "val_diffusion_loss": validation_diffusion_loss(model.denoiser, model.schedule, z_valid)["loss"],
     }
 
