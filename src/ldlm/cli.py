@@ -66,6 +66,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
 
     # a LatentDiffusionLM, or the AR baseline (recipe: ar); a local directory or a hub id
     model = load_model(args.run_dir, device=args.device, revision=args.revision)
+    _set_time_grid(model, args)
     if args.source_file:
         texts = _sample_sources(model, args)
     else:
@@ -75,6 +76,32 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     if args.out:
         atomic_write_text(args.out, "\n".join(texts) + "\n")
         print(f"wrote {len(texts)} samples to {args.out}", file=sys.stderr)
+
+
+def _set_time_grid(model, args: argparse.Namespace) -> None:
+    """``--time-grid`` / ``--lower-order-final`` override the run's ``sample.time_grid`` / ``lower_order_final``."""
+    import dataclasses
+
+    changes = {"time_grid": args.time_grid} if args.time_grid else {}
+    if args.lower_order_final:
+        changes["lower_order_final"] = True
+    if changes:
+        model.cfg.sample = dataclasses.replace(model.cfg.sample, **changes)
+
+
+def _add_time_grid_options(p: argparse.ArgumentParser) -> None:
+    from ldlm.config import TIME_GRID_NAMES
+
+    p.add_argument(
+        "--time-grid",
+        default=None,
+        choices=TIME_GRID_NAMES,
+        help="times of the denoiser calls (default: the run's sample.time_grid; auto: logsnr for dpmpp_2m, else "
+        "uniform in t)",
+    )
+    p.add_argument(
+        "--lower-order-final", action="store_true", help="dpmpp_2m: first-order last step (sample.lower_order_final)"
+    )
 
 
 def _sample_sources(model, args: argparse.Namespace) -> list[str]:
@@ -310,6 +337,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
             raise CLIError(f"--samplers {','.join(samplers)}: name each of {' | '.join(SAMPLER_NAMES)} at most once")
     cfg = _suite_config(args)
     model, train, heldout = _load_for_evaluation(args)
+    _set_time_grid(model, args)
     scorer, _ = build_scorer(model, train, heldout, cfg)
     result = steps_sweep(model, scorer, args.steps_list, cfg, samplers=samplers)
     kind = "steps" if samplers is None else "sampler"
@@ -501,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-field", default="source", help="the .jsonl field holding the source")
     p.add_argument("--revision", default=None, help="hub id only: branch, tag or commit to load")
     _add_seq2seq_options(p)
+    _add_time_grid_options(p)
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("quickstart", help="train a CPU-sized COSMOS on the offline news corpus, sample, judge")
@@ -555,6 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated samplers to compare, e.g. euler,ddim,dpmpp_2m: rows per (sampler, steps), a line per "
         "sampler (default: the one --sampler, or the run's; default --out results/NAME_sampler_sweep.json)",
     )
+    _add_time_grid_options(p)
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("curve", help="judge PPL, entropy, MAUVE, Div of kept checkpoints against training minutes")

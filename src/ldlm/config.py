@@ -22,6 +22,7 @@ from ldlm.storage.io import read_yaml_mapping
 CONFIG_DIR = Path(__file__).parent / "configs"
 # the keys of ldlm.sampling.samplers.SAMPLERS (importing ldlm.diffusion here would be circular; a test checks them)
 SAMPLER_NAMES = ("euler", "euler_maruyama", "ddim", "ddpm", "dpmpp_2m")
+TIME_GRID_NAMES = ("auto", "uniform", "logsnr", "edm")  # ldlm.sampling.samplers.TIME_GRIDS, likewise
 
 
 class ConfigError(ValueError):
@@ -197,6 +198,10 @@ class SampleConfig:
     seed: int = 0
     compile: bool = False  # torch.compile the denoiser for sampling (GPU only; on CPU: a warning, eager)
     mixed_precision: str = "auto"  # denoiser calls: auto (bf16 autocast on GPU, fp32 on CPU) | no | bf16
+    # times of the denoiser calls: auto (dpmpp_2m: logsnr; every other sampler: uniform) | uniform (in t, down to 0) |
+    # logsnr (uniform in log-SNR down to alpha = 1/(1 + 1e-4), then 0) | edm (Karras rho=7 in sigma, same ends)
+    time_grid: str = "auto"
+    lower_order_final: bool = False  # dpmpp_2m: first-order last step before the final x0 (DPM-Solver++)
 
 
 @dataclass
@@ -472,6 +477,14 @@ def validate(cfg: RunConfig) -> None:
         f"sample.sampler={cfg.sample.sampler!r}: use {' | '.join(SAMPLER_NAMES)}",
     )
     _check(cfg.sample.steps >= 1, f"sample.steps={cfg.sample.steps} must be >= 1")
+    _check(
+        cfg.sample.time_grid in TIME_GRID_NAMES,
+        f"sample.time_grid={cfg.sample.time_grid!r}: use {' | '.join(TIME_GRID_NAMES)}",
+    )
+    _check(
+        isinstance(cfg.sample.lower_order_final, bool),
+        f"sample.lower_order_final={cfg.sample.lower_order_final!r}: use true | false",
+    )
     _check(isinstance(cfg.sample.compile, bool), f"sample.compile={cfg.sample.compile!r}: use true | false")
     _check(
         cfg.sample.mixed_precision in ("auto", "no", "bf16"),

@@ -226,6 +226,8 @@ class LatentDiffusionLM(nn.Module):
                     generator=generator,
                     device=self.device,
                     autocast=sampling_autocast(sc.mixed_precision, self.device),
+                    grid=sc.time_grid,
+                    lower_order_final=sc.lower_order_final,
                 )
             )
         return torch.cat(out)

@@ -44,6 +44,9 @@ def steps_sweep(
             warnings += [prefix + n for n in notes]
     proto = protocol(cfg, model_info(model), scorer)
     proto["sampling_steps"] = steps_list
+    sc = model.cfg.sample  # the grid options (older configs and stand-ins may lack them: the defaults)
+    proto["time_grid"] = getattr(sc, "time_grid", "auto")
+    proto["lower_order_final"] = getattr(sc, "lower_order_final", False)
     if samplers is not None:
         del proto["sampler"]
         proto["samplers"] = list(samplers)

@@ -2,7 +2,8 @@
 
 All start at ``z ~ N(0, I)`` at ``t = t_max`` and walk a grid of ``steps + 1`` times down to 0 with one denoiser call
 (NFE) per step, always feeding the previous x0 estimate back (self-conditioning at sampling time), and return the
-last x0 estimate. The grid is uniform in t, except for ``dpmpp_2m`` (see :func:`time_grid`). With the score
+last x0 estimate. The grid is ``time_grid`` (:data:`TIME_GRIDS`, ``sample.time_grid``): ``auto`` is uniform in t for
+every sampler but ``dpmpp_2m``, which gets the log-SNR grid (see :func:`time_grid`). With the score
 ``s = -(z - sqrt(alpha) x0_hat) / (1 - alpha)`` and ``beta = -d log alpha / dt``:
 
 - ``euler`` (COSMOS): Euler on the probability-flow ODE  ``dz/dt = -beta/2 (z + s)``;
@@ -20,11 +21,20 @@ last x0 estimate. The grid is uniform in t, except for ``dpmpp_2m`` (see :func:`
       z_{t_i} = (s_{t_i} / s_{t_{i-1}}) z_{t_{i-1}} - a_{t_i} (e^{-h_i} - 1) D_i,
       D_i = (1 + 1/(2 r_i)) x0_hat_{i-1} - 1/(2 r_i) x0_hat_{i-2},   r_i = h_{i-1} / h_i.
 
-  The first step (no previous estimate) is first order, which is exactly ``ddim``. The grid is uniform in lambda
-  from ``t_max`` to ``t_min = t_of_lambda(DPM_LAMBDA_END)`` (``alpha = 1 / (1 + 1e-4)``, noise std 0.01 on
+  The first step (no previous estimate) is first order, which is exactly ``ddim``. Its default grid is uniform in
+  lambda from ``t_max`` to ``t_min = t_of_lambda(DPM_LAMBDA_END)`` (``alpha = 1 / (1 + 1e-4)``, noise std 0.01 on
   unit-scale latents; DPM-Solver's "logSNR" grid), then 0: ``steps`` calls, the last one at ``t_min``, whose x0
-  estimate is returned (the step to t = 0 is first order, i.e. z = x0_hat, as in k-diffusion). Error: O(h^2)
-  globally against Euler's O(h); ``tests/test_dpm_solver.py`` measures both, ``docs/sampling.md`` sums up.
+  estimate is returned (the step to t = 0 is first order, i.e. z = x0_hat, as in k-diffusion). With
+  ``lower_order_final`` the last solver step, into the last call's time, is first order too (DPM-Solver++'s
+  ``lower_order_final``; its "denoise to zero" is our step to 0). Error: O(h^2) globally against Euler's O(h);
+  ``tests/test_dpm_solver.py`` measures both, ``docs/sampling.md`` sums up.
+
+Time grids (``steps + 1`` times from ``t0`` to 0, the denoiser called at the first ``steps``):
+
+- ``uniform``: uniform in t, ``linspace(t0, 0, steps + 1)``; the last call is at ``t0 / steps``;
+- ``logsnr``: uniform in lambda from ``lambda(t0)`` to ``DPM_LAMBDA_END``, then 0 (DPM-Solver);
+- ``edm``: Karras et al. (2022) rho = 7 in ``sigma = sqrt((1 - alpha) / alpha) = exp(-lambda)`` between
+  ``sigma(t0)`` and ``sigma(t_min) = exp(-DPM_LAMBDA_END)``, then 0: denser at low noise.
 
 Step functions share the signature ``step(schedule, z, x0_hat, t, t_next, noise)``; those in ``MULTISTEP`` also take
 ``prev=(x0_hat_prev, t_prev)``.
@@ -40,8 +50,12 @@ import torch
 
 Denoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
-# dpmpp_2m's last grid point before 0: lambda = log(a/s) = log(100), i.e. alpha = 1 / (1 + 1e-4)
+# the logsnr / edm grids' last point before 0: lambda = log(a/s) = log(100), i.e. alpha = 1 / (1 + 1e-4)
 DPM_LAMBDA_END = math.log(100.0)
+EDM_RHO = 7.0  # Karras et al. (2022) Eq. 5
+# sample.time_grid names (ldlm.config.TIME_GRID_NAMES mirrors them); auto: AUTO_GRID[sampler], else uniform
+TIME_GRIDS = ("auto", "uniform", "logsnr", "edm")
+AUTO_GRID = {"dpmpp_2m": "logsnr"}
 
 
 @torch.inference_mode()
@@ -57,11 +71,15 @@ def sample_latents(
     z_init: torch.Tensor | None = None,
     t_start: float | None = None,
     autocast: torch.dtype | None = None,
+    grid: str = "auto",
+    lower_order_final: bool = False,
 ) -> torch.Tensor:
     """Generate normalised latents ``(B, N, d)``: the final x0 estimate (float32) after ``steps`` denoiser calls.
 
     ``z_init``/``t_start`` start from a given (noised) state instead of pure noise (for probes). ``autocast``: run
-    the denoiser calls under autocast to this dtype (the sampler's state stays float32).
+    the denoiser calls under autocast to this dtype (the sampler's state stays float32). ``grid``: one of
+    :data:`TIME_GRIDS`. ``lower_order_final``: multistep samplers take their last step before the final x0 estimate
+    at first order.
     """
     if steps < 1:
         raise ValueError(f"steps={steps} must be >= 1")
@@ -69,37 +87,54 @@ def sample_latents(
         raise ValueError(f"sampler={sampler!r} is unknown: use {' | '.join(SAMPLERS)}")
     t0 = schedule.t_max if t_start is None else t_start
     z = z_init.to(device) if z_init is not None else torch.randn(shape, generator=generator).to(device)
-    grid = time_grid(schedule, sampler, steps, t0, device)
+    times = time_grid(schedule, sampler, steps, t0, device, grid=grid)
     # noise for the stochastic sampler, drawn up front (one generator call, reproducible)
     noise = torch.randn((steps, *z.shape), generator=generator).to(device) if sampler in STOCHASTIC else None
     x0 = None
     amp = torch.autocast(torch.device(device).type, dtype=autocast) if autocast else contextlib.nullcontext()
     for i in range(steps):
-        t, t_next = grid[i], grid[i + 1]
+        t, t_next = times[i], times[i + 1]
         tb = t.expand(z.shape[0])
         with amp:
             x0_new = denoise(z, tb, x0).float()
         # multistep solvers also get the previous estimate and its time (None at the first step)
-        history = {"prev": None if x0 is None else (x0, grid[i - 1])} if sampler in MULTISTEP else {}
+        first_order = x0 is None or (lower_order_final and i == steps - 2)
+        history = {"prev": None if first_order else (x0, times[i - 1])} if sampler in MULTISTEP else {}
         z = SAMPLERS[sampler](schedule, z, x0_new, t, t_next, None if noise is None else noise[i], **history)
         x0 = x0_new
     return x0
 
 
-def time_grid(schedule, sampler: str, steps: int, t0: float, device: torch.device | str = "cpu") -> torch.Tensor:
+def time_grid(
+    schedule, sampler: str, steps: int, t0: float, device: torch.device | str = "cpu", grid: str = "auto"
+) -> torch.Tensor:
     """The ``steps + 1`` times ``t0 = t_0 > ... > t_steps = 0`` of a run; the denoiser is called at the first ``steps``.
 
-    Uniform in t for every sampler but ``dpmpp_2m``, whose first ``steps`` points are uniform in lambda from
-    ``lambda(t0)`` to ``DPM_LAMBDA_END`` (to ``lambda(t0 / 2)`` instead when t0 is already past that end).
+    ``grid`` (:data:`TIME_GRIDS`; module docstring): ``auto`` is ``AUTO_GRID[sampler]``, else ``uniform``. The
+    ``logsnr`` and ``edm`` grids end their calls at :func:`grid_t_min` (``t_of_lambda(DPM_LAMBDA_END)``).
     """
-    if sampler not in LAMBDA_GRID:
+    if grid not in TIME_GRIDS:
+        raise ValueError(f"time_grid={grid!r} is unknown: use {' | '.join(TIME_GRIDS)}")
+    kind = AUTO_GRID.get(sampler, "uniform") if grid == "auto" else grid
+    if kind == "uniform":
         return torch.linspace(t0, 0.0, steps + 1, device=device)
-    t_start = torch.tensor(t0, dtype=torch.float64)
-    lam0 = schedule.lambda_t(t_start)
-    lam_end = max(DPM_LAMBDA_END, schedule.lambda_t(t_start / 2).item())
-    ts = schedule.t_of_lambda(torch.linspace(lam0.item(), lam_end, steps, dtype=torch.float64))
+    lam0 = schedule.lambda_t(torch.tensor(t0, dtype=torch.float64)).item()
+    lam_end = schedule.lambda_t(torch.tensor(grid_t_min(schedule, t0), dtype=torch.float64)).item()
+    if kind == "logsnr":
+        lam = torch.linspace(lam0, lam_end, steps, dtype=torch.float64)
+    else:  # edm: sigma = exp(-lambda), rho-spaced
+        ramp = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
+        s_max, s_min = math.exp(-lam0 / EDM_RHO), math.exp(-lam_end / EDM_RHO)  # sigma^(1/rho)
+        lam = -EDM_RHO * torch.log(s_max + ramp * (s_min - s_max))
+    ts = schedule.t_of_lambda(lam)
     ts[0] = t0  # exact start, whatever the inverse's rounding
     return torch.cat([ts, ts.new_zeros(1)]).to(device=device, dtype=torch.float32)
+
+
+def grid_t_min(schedule, t0: float) -> float:
+    """The last call's time on the ``logsnr`` / ``edm`` grids: ``t_of_lambda(DPM_LAMBDA_END)``, or ``t0 / 2`` when
+    that is earlier (a late start, ``t0`` near or past it)."""
+    return min(schedule.t_of_lambda(torch.tensor(DPM_LAMBDA_END, dtype=torch.float64)).item(), t0 / 2)
 
 
 def _score(schedule, z, x0, t):
@@ -170,4 +205,3 @@ SAMPLERS = {
 }
 STOCHASTIC = ("euler_maruyama", "ddpm")  # samplers that draw fresh noise at every step
 MULTISTEP = ("dpmpp_2m",)  # samplers whose step also takes the previous x0 estimate (keyword ``prev``)
-LAMBDA_GRID = ("dpmpp_2m",)  # samplers on a grid uniform in lambda = log(a_t / s_t) (see :func:`time_grid`)
