@@ -39,6 +39,39 @@ def test_bench_smoke_writes_json_and_png(tmp_path):
     assert all(_positive(v) for row in rows for v in row.values())
     assert _positive(result["sampling"]["latent_params"]) and _positive(result["sampling"]["ar_params"])
     _check_training(result["training"])
+    _check_quality_speed(result, BenchConfig.smoke_config())
+    assert "| L | batch | latent (s) | AR (s) | latent / AR |" in out.with_suffix(".md").read_text()
+
+
+def _check_quality_speed(result: dict, c: BenchConfig) -> None:
+    """latent_over_ar_time_L{L}[batch_{B}] exist, are positive and are the stored seconds' ratio (no timing)."""
+    detail = result["latent_over_ar_time"]
+    assert (detail["sampler"], detail["steps"]) == ("ddim", 16) and detail["torch_threads"] == 1
+    cells = {(n, b) for n in c.quality_lengths for b in c.quality_batches}
+    assert {(r["length"], r["batch"]) for r in detail["rows"]} == cells
+    for row in detail["rows"]:
+        ratio = result[f"latent_over_ar_time_L{row['length']}"][f"batch_{row['batch']}"]
+        assert _positive(row["latent_s"]) and _positive(row["ar_s"]) and _positive(ratio)
+        assert ratio == row["ratio"] == row["latent_s"] / row["ar_s"]
+    assert {k: result["config"][k] for k in ("quality_sampler", "quality_steps")} == {
+        "quality_sampler": "ddim",
+        "quality_steps": 16,
+    }
+
+
+def test_bench_quality_only_merges_into_the_existing_json(tmp_path):
+    out = tmp_path / "bench.json"
+    out.write_text(json.dumps({"config": {"batch": 8}, "notes": {"x": "kept"}, "other": 1.5}))
+    result = run_benchmarks(out, smoke=True, quality_only=True, quality_sampler="euler", quality_steps=3)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["other"] == 1.5 and result["config"]["batch"] == 8 and result["notes"]["x"] == "kept"
+    assert result["config"]["quality_sampler"] == "euler" and result["latent_over_ar_time"]["steps"] == 3
+    assert "torch.get_num_threads() = 1" in result["notes"]["latent_over_ar_threads"]
+    c = BenchConfig.smoke_config()
+    lo, mid = c.quality_lengths
+    assert set(result[f"latent_over_ar_time_L{lo}"]) == {f"batch_{b}" for b in c.quality_batches}
+    for row in result["latent_over_ar_time"]["rows"]:
+        assert row["ratio"] == row["latent_s"] / row["ar_s"] > 0
 
 
 def _check_training(training: dict) -> None:

@@ -19,7 +19,8 @@ ldlm compare NAME=REPORT.json ... --out F   rows of several evaluate reports + t
 ldlm probe {interpolation,robustness,mismatch,trajectory,loss-t,positions,frequency,all} RUN_DIR   latent-space probes
 ldlm push RUN_DIR --repo owner/name [--private] [--revision BRANCH]   weights, config, card, results: one hub commit
 ldlm bench [--smoke] [--batch 8] [--out results/bench.json]   sampling speed vs GPT-2, step cost, % of matmul peak
-                                          -> JSON + PNG
+           [--quality-sampler ddim] [--quality-steps 16] [--quality-only] [--latent-run R --ar-run R]
+                                          -> JSON + PNG; latent / AR time at equal quality (L = 128, 512, 1024)
 ldlm gpu-check [--smoke] [--out results/gpu_check.json]   paper presets' training step time, peak memory, tokens/s
                                           (bf16, eager + torch.compile) and the sampling bench at batch 512 (CUDA)
 ldlm ablate TABLE [--seeds 0,1,2] [--rows r1,r2] [--dry-run] [--report-only] [--generate-only]
@@ -461,7 +462,17 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
     if Path(args.out).suffix != ".json":
         raise CLIError(f"--out {args.out!r} must end in .json (the PNG is written beside it)")
-    result = run_benchmarks(args.out, smoke=args.smoke, batch=args.batch)
+    from ldlm.sampling.samplers import SAMPLERS
+
+    if (args.latent_run is None) != (args.ar_run is None):
+        raise CLIError("--latent-run and --ar-run go together: pass both or neither")
+    if args.quality_sampler not in SAMPLERS or args.quality_steps < 1:
+        raise CLIError(f"--quality-sampler must be one of {', '.join(SAMPLERS)} and --quality-steps >= 1")
+    result = run_benchmarks(
+        args.out, smoke=args.smoke, batch=args.batch, quality_sampler=args.quality_sampler,
+        quality_steps=args.quality_steps, quality_only=args.quality_only, latent_run=args.latent_run,
+        ar_run=args.ar_run,
+    )  # fmt: skip
     print(json.dumps({k: v for k, v in result.items() if isinstance(v, float)}, indent=2))
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}", file=sys.stderr)
 
@@ -616,6 +627,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds (for tests/CI)")
     p.add_argument("--batch", type=int, default=None, help="texts per sampling batch and step-cost row (default 8)")
     p.add_argument("--out", default="results/bench.json", help="JSON file to write (a PNG is written beside it)")
+    p.add_argument(
+        "--quality-sampler", default="ddim",
+        help="latent sampler of the equal-quality rows latent_over_ar_time_L* (default ddim)",
+    )  # fmt: skip
+    p.add_argument("--quality-steps", type=int, default=16, help="its model calls (default 16: ~ euler at 200)")
+    p.add_argument(
+        "--quality-only", action="store_true",
+        help="run only the equal-quality rows (+ trained_models) and merge them into --out's existing JSON",
+    )  # fmt: skip
+    p.add_argument("--latent-run", default=None, help="a trained latent run/model dir, timed against --ar-run")
+    p.add_argument("--ar-run", default=None, help="a trained `recipe: ar` run/model dir (key trained_models)")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("gpu-check", help="paper presets' training step time, memory, tokens/s + bench at batch 512")

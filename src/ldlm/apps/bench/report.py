@@ -53,6 +53,36 @@ def training_table(result: dict) -> list[str]:
     return lines
 
 
+def quality_speed_table(result: dict) -> list[str]:
+    """Markdown rows of ``latent_over_ar_time``: latent / AR seconds per (L, B) at the quality setting."""
+    q = result.get("latent_over_ar_time")
+    if q is None:
+        return []
+    lines = [
+        f"Speed at equal quality: latent model with {q['sampler']} at {q['steps']} calls vs the GPT-2 twin (KV cache), "
+        f"{q['torch_threads']} torch thread(s), median of {q['repeats']}.",
+        "",
+        "| L | batch | latent (s) | AR (s) | latent / AR |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {r['length']} | {r['batch']} | {r['latent_s']:.3g} | {r['ar_s']:.3g} | {r['ratio']:.3g} |"
+            for r in q["rows"]
+        ),
+    ]
+    trained = result.get("trained_models")
+    if trained:
+        lines += [
+            "",
+            f"Trained models ({trained['latent_run']} at L = {trained['latent_length']} vs {trained['ar_run']} at "
+            f"L = {trained['ar_length']}, `generate` to texts):",
+            "",
+            "| batch | latent (s) | AR (s) | latent / AR |",
+            "|---|---|---|---|",
+            *(f"| {r['batch']} | {r['latent_s']:.3g} | {r['ar_s']:.3g} | {r['ratio']:.3g} |" for r in trained["rows"]),
+        ]
+    return [*lines, ""]
+
+
 def bench_markdown(result: dict) -> str:
     """The README's Performance tables from one ``ldlm bench`` result."""
     c, m = result["config"], result["machine"]
@@ -66,6 +96,7 @@ def bench_markdown(result: dict) -> str:
         "|---|---|---|",
         *(f"| {r['length']} | {r['latent_s']:.3g} | {r['ar_s']:.3g} |" for r in result["sampling"]["rows"]),
         "",
+        *quality_speed_table(result),
     ]
     keys = [k for k in result if k.endswith("_over_L" + str(c["lengths"][0]))]
     keys += ["step_cost_ratio_token_over_latent", "denoiser_fraction_of_peak", "matmul_peak_gflops"]
