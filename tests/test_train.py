@@ -245,3 +245,16 @@ def test_nonfinite_gradient_norm_stops_before_the_update(tmp_path):
         trainer.fit(infinite_batches(256, 32, _data(), seed=0))
     for key, value in task.seen_params[2].items():
         assert torch.equal(task.state_dict()[key], value)
+
+
+def test_max_minutes_ends_the_stage_with_a_final_log_and_evaluation(tmp_path):
+    """A stage past its wall-clock budget stops after the current step, logs and evaluates it as the last one."""
+    task = Regression()
+    tc = _tcfg(steps=50, eval_every=30, max_minutes=1e-9)  # over budget after the first step
+    evals = []
+    history = Trainer(task, tc, log_dir=tmp_path, name="toy", progress=False).fit(
+        infinite_batches(256, tc.batch_size, _data(), seed=0), lambda ema: evals.append(1) or {"m": 0.0}
+    )
+    assert [r["step"] for r in history] == [1, 1] and len(evals) == 1
+    full = Trainer(Regression(), _tcfg(steps=20), log_dir=tmp_path / "b", name="toy", progress=False)
+    assert [r["step"] for r in full.fit(infinite_batches(256, 32, _data(), seed=0))][-1] == 20  # None: no budget

@@ -56,7 +56,7 @@ class DataConfig:
     # Extra texts for the autoencoder stage only (COSMOS trains its autoencoder on Wikipedia and the
     # diffusion model on ROCStories): registry names or paths, each optionally capped by extra_max_texts.
     autoencoder_extra: list[str] = field(default_factory=list)
-    extra_max_texts: int | None = None
+    extra_max_texts: int | None = None  # seeded subset of each autoencoder_extra / train_extra source (None: all)
     # Extra training texts for every stage (e.g. rocstories-40k beside rocstories): added to the training split
     # after it is drawn, so the held-out split of `dataset` stays the same; texts equal to a held-out one are dropped.
     train_extra: list[str] = field(default_factory=list)
@@ -181,6 +181,9 @@ class TrainConfig:
     log_every: int = 50
     save_every: int = 10_000
     keep_checkpoints: int = 2  # the newest K checkpoints are kept (a damaged newest one falls back to the previous)
+    # Wall-clock budget of the stage in minutes (None: none): the stage ends after the first step past it, with a
+    # final evaluation, as if `steps` were reached (LR schedules still span `steps`). For equal-time comparisons.
+    max_minutes: float | None = None
     on_nonfinite: str = "stop"  # a non-finite loss or gradient norm: stop the run | skip the step (both reported)
     eval_batches: int = 8
     mixed_precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU | no | bf16 | fp16
@@ -515,6 +518,10 @@ def validate(cfg: RunConfig) -> None:
         _check(0 <= tc.ema_decay < 1, f"{stage}.ema_decay={tc.ema_decay} must be in [0, 1)")
         _check(tc.lr_schedule in ("constant", "cosine"), f"{stage}.lr_schedule: use constant | cosine")
         _check(tc.keep_checkpoints >= 1, f"{stage}.keep_checkpoints={tc.keep_checkpoints} must be >= 1")
+        _check(
+            tc.max_minutes is None or tc.max_minutes > 0,
+            f"{stage}.max_minutes={tc.max_minutes} must be > 0 (or null for no time budget)",
+        )
         _check(tc.on_nonfinite in ("stop", "skip"), f"{stage}.on_nonfinite={tc.on_nonfinite!r}: use stop | skip")
         _check(isinstance(tc.compile, bool), f"{stage}.compile={tc.compile!r}: use true | false")
         _check(

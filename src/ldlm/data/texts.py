@@ -40,7 +40,8 @@ def load_run_texts(dc: DataConfig) -> RunTexts:
     train, valid = split_texts(texts, size, dc.seed)
     held_out = set(valid)
     for name in dc.train_extra:  # more training texts for both stages; the held-out split is unchanged
-        train += [t for t in load_texts(name, field=dc.text_field, seed=dc.seed) if t not in held_out]
+        more = load_texts(name, max_texts=dc.extra_max_texts, field=dc.text_field, seed=dc.seed)
+        train += [t for t in more if t not in held_out]
     extra: list[str] = []
     for name in dc.autoencoder_extra:
         more = load_texts(name, max_texts=dc.extra_max_texts, field=dc.text_field, seed=dc.seed)

@@ -279,25 +279,38 @@ class Trainer:
             if reason is not None:
                 self._skipped(step, reason, writer)
             done = step + 1
-            if done % tcfg.log_every == 0 or done == tcfg.steps:
+            last = done == tcfg.steps or self._out_of_time(start)
+            if done % tcfg.log_every == 0 or last:
                 metrics = self._averaged_metrics()
                 elapsed = round(time.perf_counter() - start, 2)
                 row = {"step": done, "lr": self.scheduler.get_last_lr()[0], "elapsed_s": elapsed}
                 row.update({k: round(v, 5) for k, v in metrics.items()})
                 self._log(row, writer)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in ("loss", "acc")})
-            if eval_fn is not None and (done % tcfg.eval_every == 0 or done == tcfg.steps):
+            if eval_fn is not None and (done % tcfg.eval_every == 0 or last):
                 with torch.no_grad():
                     metrics = eval_fn(self.ema.ema_model.eval())
                 self._log({"step": done, **{f"val_{k}": v for k, v in metrics.items()}}, writer)
                 if self.progress and acc.is_main_process:
                     bar.write(f"[{self.name}] step {done}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-            if tcfg.save_every and done % tcfg.save_every == 0 and done < tcfg.steps:
+            if tcfg.save_every and done % tcfg.save_every == 0 and not last:
                 self.save_checkpoint(done)
+            if last:
+                break
         if writer is not None:
             writer.close()
         self.raw_task.load_state_dict(self.ema.ema_model.state_dict())
         return self.history
+
+    def _out_of_time(self, start: float) -> bool:
+        """Whether ``max_minutes`` has passed since the loop started (any process's clock stops them all)."""
+        if self.tcfg.max_minutes is None:
+            return False
+        over = (time.perf_counter() - start) / 60 >= self.tcfg.max_minutes
+        if self.world > 1:
+            flag = torch.tensor(float(over), device=self.accelerator.device)
+            over = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+        return over
 
     # ------------------------------------------------------------------ checkpoints
 
