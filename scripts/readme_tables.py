@@ -8,7 +8,8 @@ says how to measure it.
     python scripts/readme_tables.py --check    # exit 1 (and name the tables) when README.md differs
 
 Tables: quickstart, quickstart-samples (results/quickstart.json), evaluation (results/quickstart_report.json),
-roc45k (results/roc45k.json), ablations (results/ablations/*.json). tests/test_readme.py runs ``--check``.
+roc45k (results/roc45k.json), fewstep (results/fewstep.json + results/bench.json), ablations
+(results/ablations/*.json). tests/test_readme.py runs ``--check``.
 """
 
 from __future__ import annotations
@@ -145,7 +146,13 @@ def roc45k(root: Path) -> str:
     r = _load(root, "results/roc45k.json")
     if r is None or not isinstance(r.get("rows"), dict):
         return NOT_MEASURED + "\n"
-    labels = {"cosmos": "COSMOS (`cosmos_roc45k`)", "ar": "AR baseline (`ar_roc45k`)", "reference": "real held-out"}
+    labels = {
+        "cosmos": "COSMOS (`cosmos_roc45k`)",
+        "ldlm": "LDLM (`ldlm_roc45k`)",
+        "ar": "AR baseline (`ar_roc45k`)",
+        "reconstruction": "COSMOS autoencoder round trip of real held-out (ceiling)",
+        "reference": "real held-out",
+    }
     rows = []
     for key, row in r["rows"].items():
         minutes = row.get("train_minutes")
@@ -175,6 +182,45 @@ def roc45k(root: Path) -> str:
     commands = [c for c in r.get("commands") or [] if isinstance(c, str)]
     if commands:
         out += "\nReproduce:\n\n```bash\n" + "\n".join(commands) + "\n```\n"
+    return out
+
+
+def _sweep_row(model: dict, sampler: str, steps: int) -> dict:
+    rows = [r for r in model.get("rows", []) if r.get("sampler", "euler") == sampler and r.get("steps") == steps]
+    return rows[0] if rows else {}
+
+
+def fewstep(root: Path) -> str:
+    """Per model: the fewest-call sampler setting within seed noise of Euler at 200 calls, and the AR time ratio."""
+    r = _load(root, "results/fewstep.json")
+    if r is None or not isinstance(r.get("recommended"), dict):
+        return NOT_MEASURED + "\n"
+    rows = []
+    for name, rec in r["recommended"].items():
+        model = r.get("models", {}).get(name, {})
+        best, ref = _sweep_row(model, rec["sampler"], rec["steps"]), _sweep_row(model, "euler", 200)
+        seconds = [x.get("seconds_per_sample") for x in (best, ref)]
+        speed = f"{seconds[1] / seconds[0]:.1f}×" if all(isinstance(v, (int, float)) and v for v in seconds) else "–"
+        rows.append(
+            [
+                f"`{name}`",
+                f"{rec['sampler']}, {rec['steps']} calls",
+                _pm(best.get("judge_ppl"), 1),
+                _pm(ref.get("judge_ppl"), 1),
+                _pm(best.get("mauve"), 3),
+                _pm(ref.get("mauve"), 3),
+                speed,
+            ]
+        )
+    header = ["model", "fewest calls within noise", "judge PPL", "Euler 200", "MAUVE", "Euler 200", "speed-up"]
+    out = "From `results/fewstep.json` (" + str(r.get("rule", "")).rstrip(".") + ").\n\n" + _table(header, rows)
+    bench = _load(root, "results/bench.json") or {}
+    ratios = [(k[-4:], bench[k]) for k in ("latent_over_ar_time_L128", "latent_over_ar_time_L512") if k in bench]
+    if ratios:
+        said = "; ".join(f"{L}: {v['batch_8']:.2f} (batch 8), {v['batch_64']:.2f} (batch 64)" for L, v in ratios)
+        cfg = bench.get("config", {})
+        setting = f"{cfg.get('quality_sampler', '?')}, {cfg.get('quality_steps', '?')} calls"
+        out += f"\nLatent / AR (KV cache) wall time, `results/bench.json` ({setting}): {said}.\n"
     return out
 
 
@@ -212,6 +258,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "quickstart-samples": quickstart_samples,
     "evaluation": evaluation,
     "roc45k": roc45k,
+    "fewstep": fewstep,
     "ablations": ablations,
 }
 

@@ -84,3 +84,8 @@ def test_warmup_metric_is_logged():
     _, metrics = task(synthetic_batch(model), 850)
     assert metrics["gamma"] == pytest.approx(warmup_gamma(850, 1000))
     assert {"loss", "diff", "mse", "ce", "latent_std"} <= set(metrics)
+    # the drawn-t bands logged beside latent_std are the shares of this batch's t in [0, 0.2) and (0.5, 1]
+    t = task._last_t
+    assert metrics["t_below_02"] == pytest.approx((t < 0.2).float().mean().item())
+    assert metrics["t_above_05"] == pytest.approx((t > 0.5).float().mean().item())
+    assert 0 < metrics["t_below_02"] + metrics["t_above_05"] <= 1

@@ -108,3 +108,18 @@ def test_docs_links_resolve_and_architecture_names_existing_modules():
     assert len(modules) >= 20
     for module in modules:
         assert (ROOT / "src" / "ldlm" / module).is_file() or (ROOT / module).is_file(), f"architecture.md: {module}"
+
+
+def test_fewstep_table_renders_the_recommendation_beside_euler_200(tmp_path):
+    tables = _tables_module()
+    assert "not measured yet" in tables.fewstep(tmp_path)
+    stat = lambda m: {"mean": m, "std": 1.0}  # noqa: E731
+    rows = [
+        {"sampler": "euler", "steps": 200, "seconds_per_sample": 0.4, "judge_ppl": stat(100.0), "mauve": stat(0.5)},
+        {"sampler": "ddim", "steps": 16, "seconds_per_sample": 0.05, "judge_ppl": stat(101.0), "mauve": stat(0.49)},
+    ]
+    fewstep = {"models": {"m": {"rows": rows}}, "recommended": {"m": {"sampler": "ddim", "steps": 16}}, "rule": "r"}
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "fewstep.json").write_text(json.dumps(fewstep))
+    table = tables.fewstep(tmp_path)
+    assert "| `m` | ddim, 16 calls | 101.0 ± 1.0 | 100.0 ± 1.0 | 0.490 ± 1.000 | 0.500 ± 1.000 | 8.0× |" in table

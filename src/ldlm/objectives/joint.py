@@ -89,6 +89,7 @@ class JointTask(nn.Module):
         if self.training:
             self.timesteps.update(t, per_sample.detach())
         terms["diff"] = per_sample.mean()
+        self._last_t = t.detach()
         return terms, z0
 
     def forward(self, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
@@ -96,6 +97,10 @@ class JointTask(nn.Module):
         loss = sum(self.hidden_weight * v if k == "mse" else v for k, v in terms.items())
         metrics = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
         metrics.update(gamma=self.gamma(step), latent_std=z0.detach().std(0).mean().item())
+        # the drawn-t histogram in three bands, logged beside latent_std (issue 22: does the sampler starve a range
+        # while the latents shrink?)
+        t = self._last_t
+        metrics.update(t_below_02=(t < 0.2).float().mean().item(), t_above_05=(t > 0.5).float().mean().item())
         return loss, metrics
 
 
