@@ -78,6 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--row", action="append", required=True, help="NAME=RUN_DIR:EVALUATE_JSON[:REPORT_JSON]")
     parser.add_argument("--extra-minutes", action="append", default=[], help="NAME=MINUTES spent outside the run")
+    parser.add_argument("--command", action="append", default=[], help="a command behind the rows (recorded)")
     parser.add_argument("--out", type=Path, default=Path("results/ldlm_vs_cosmos.json"))
     args = parser.parse_args()
     extra = {k: float(v) for k, _, v in (s.partition("=") for s in args.extra_minutes)}
@@ -88,9 +89,10 @@ def main() -> None:
         result.setdefault("reference", json.loads(evaluation.read_text())["reference"])
     minutes = [r["train_minutes"] for k, r in result.items() if k != "reference"]
     result["budget_spread"] = max(minutes) / min(minutes) - 1  # the issue asks for equal minutes within 10%
+    result["commands"] = args.command
     atomic_write_json(args.out, result)
     for name, r in result.items():
-        if name in ("reference", "budget_spread"):
+        if name in ("reference", "budget_spread", "commands"):
             continue
         s = {k: r[f"{k}_stats"] for k in METRICS}
         ppl = s["judge_ppl"]

@@ -155,7 +155,7 @@ def roc45k(root: Path) -> str:
     }
     rows = []
     for key, row in r["rows"].items():
-        minutes = row.get("train_minutes")
+        minutes = None if key == "reconstruction" else row.get("train_minutes")  # the autoencoder's, not a model's
         rows.append(
             [
                 labels.get(key, key),
@@ -177,6 +177,12 @@ def roc45k(root: Path) -> str:
         said.append(f"judge {protocol['judge']}")
     caption = "From `results/roc45k.json`" + (f" ({', '.join(said)})" if said else "") + "; mean ± std over seeds.\n\n"
     out = caption + _table(["model", "judge PPL ↓", "entropy", "MAUVE ↑", "Div", "train minutes"], rows)
+    vs = (_load(root, "results/ldlm_vs_cosmos.json") or {}).get("ldlm") or {}
+    if "ldlm" in r["rows"] and vs.get("extra_minutes"):
+        out += (
+            f"\nLDLM's minutes follow {vs['extra_minutes']:.0f} minutes of encoding SmolLM2 features once, before the "
+            f"run: {vs['train_minutes']:.0f} in all (`results/ldlm_vs_cosmos.json`).\n"
+        )
     if (root / "results" / "roc45k_curves.png").is_file():
         out += "\nQuality against training minutes: [results/roc45k_curves.png](results/roc45k_curves.png).\n"
     commands = [c for c in r.get("commands") or [] if isinstance(c, str)]
