@@ -107,7 +107,7 @@ def quickstart(root: Path) -> str:
     return source + _table(["figure", "value"], rows)
 
 
-def quickstart_samples(root: Path, count: int = 4) -> str:
+def quickstart_samples(root: Path, count: int = 2) -> str:
     r = _load(root, "results/quickstart.json")
     samples = (r or {}).get("samples") or []
     if not samples:
