@@ -72,6 +72,9 @@ def test_bench_quality_only_merges_into_the_existing_json(tmp_path):
     assert set(result[f"latent_over_ar_time_L{lo}"]) == {f"batch_{b}" for b in c.quality_batches}
     for row in result["latent_over_ar_time"]["rows"]:
         assert row["ratio"] == row["latent_s"] / row["ar_s"] > 0
+    # a re-run at other lengths replaces every earlier latent_over_ar_time_L* key: no mixed settings in one file
+    again = run_benchmarks(out, smoke=True, quality_only=True, quality_steps=2, quality_lengths=(lo,))
+    assert [k for k in again if k.startswith("latent_over_ar_time_L")] == [f"latent_over_ar_time_L{lo}"]
 
 
 def _check_training(training: dict) -> None:

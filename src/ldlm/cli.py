@@ -468,10 +468,11 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         raise CLIError("--latent-run and --ar-run go together: pass both or neither")
     if args.quality_sampler not in SAMPLERS or args.quality_steps < 1:
         raise CLIError(f"--quality-sampler must be one of {', '.join(SAMPLERS)} and --quality-steps >= 1")
+    lengths = tuple(args.quality_lengths) if args.quality_lengths else None
     result = run_benchmarks(
         args.out, smoke=args.smoke, batch=args.batch, quality_sampler=args.quality_sampler,
         quality_steps=args.quality_steps, quality_only=args.quality_only, latent_run=args.latent_run,
-        ar_run=args.ar_run,
+        ar_run=args.ar_run, quality_lengths=lengths,
     )  # fmt: skip
     print(json.dumps({k: v for k, v in result.items() if isinstance(v, float)}, indent=2))
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}", file=sys.stderr)
@@ -631,7 +632,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--quality-sampler", default="ddim",
         help="latent sampler of the equal-quality rows latent_over_ar_time_L* (default ddim)",
     )  # fmt: skip
-    p.add_argument("--quality-steps", type=int, default=16, help="its model calls (default 16: ~ euler at 200)")
+    p.add_argument("--quality-steps", type=int, default=16, help="its model calls (default 16)")
+    p.add_argument(
+        "--quality-lengths", type=_int_list, default=None, help="comma-separated L of those rows (default 128,512,1024)"
+    )
     p.add_argument(
         "--quality-only", action="store_true",
         help="run only the equal-quality rows (+ trained_models) and merge them into --out's existing JSON",

@@ -380,12 +380,14 @@ def run_benchmarks(
     quality_only: bool = False,
     latent_run: str | Path | None = None,
     ar_run: str | Path | None = None,
+    quality_lengths: tuple[int, ...] | None = None,
 ) -> dict:
     """Run every benchmark in this process; write JSON (atomically), a PNG and a Markdown table beside it.
 
     ``quickstart_report``: the ``ldlm quickstart`` JSON whose ``peak_rss_gib`` is copied (default: beside ``out``).
     ``batch``: texts per sampling batch and step-cost row (default: :class:`BenchConfig`'s, 8; 2 with ``smoke``).
-    ``quality_sampler`` / ``quality_steps``: the latent side of ``latent_over_ar_time_L*`` (default ddim, 16).
+    ``quality_sampler`` / ``quality_steps``: the latent side of ``latent_over_ar_time_L*`` (default ddim, 16);
+    ``quality_lengths``: their L (default 128, 512, 1024).
     ``quality_only``: run only that section (and ``trained_models``) and merge its keys into ``out``'s existing
     JSON, leaving the other keys as they are. ``latent_run`` and ``ar_run`` (both or neither): trained models
     timed the same way at their own length, key ``trained_models``.
@@ -399,8 +401,13 @@ def run_benchmarks(
         raise ValueError(f"quality_steps={quality_steps} must be >= 1")
     if (latent_run is None) != (ar_run is None):
         raise ValueError("latent_run and ar_run go together: pass both or neither")
+    if quality_lengths is not None and (not quality_lengths or min(quality_lengths) < 1):
+        raise ValueError(f"quality_lengths={quality_lengths} must be positive lengths")
     c = dataclasses.replace(
-        c, quality_sampler=quality_sampler or c.quality_sampler, quality_steps=quality_steps or c.quality_steps
+        c,
+        quality_sampler=quality_sampler or c.quality_sampler,
+        quality_steps=quality_steps or c.quality_steps,
+        quality_lengths=tuple(quality_lengths or c.quality_lengths),
     )
     out = Path(out)
     torch.manual_seed(0)
@@ -421,6 +428,8 @@ def run_benchmarks(
         torch.set_num_threads(threads)
     quality_config = {k: v for k, v in dataclasses.asdict(c).items() if k.startswith("quality_")}
     if quality_only:
+        for stale in [k for k in result if k.startswith("latent_over_ar_time_L")]:
+            del result[stale]  # rows of an earlier setting must not sit beside this one's
         result.update(section)
         result["config"].update(quality_config)
         result["notes"].update(latent_over_ar_time=NOTES["latent_over_ar_time"], latent_over_ar_threads=threads_note)
