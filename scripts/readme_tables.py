@@ -218,7 +218,7 @@ def fewstep(root: Path) -> str:
                 speed,
             ]
         )
-    header = ["model", "fewest calls within noise", "judge PPL", "Euler 200", "MAUVE", "Euler 200", "speed-up"]
+    header = ["model", "fewest calls within noise", "judge PPL", "Euler 200", "MAUVE", "Euler 200", "s/sample ×"]
     out = "From `results/fewstep.json` (" + str(r.get("rule", "")).rstrip(".") + ").\n\n" + _table(header, rows)
     bench = _load(root, "results/bench.json") or {}
     ratios = [(k[-4:], bench[k]) for k in ("latent_over_ar_time_L128", "latent_over_ar_time_L512") if k in bench]

@@ -46,7 +46,7 @@ def test_bench_smoke_writes_json_and_png(tmp_path):
 def _check_quality_speed(result: dict, c: BenchConfig) -> None:
     """latent_over_ar_time_L{L}[batch_{B}] exist, are positive and are the stored seconds' ratio (no timing)."""
     detail = result["latent_over_ar_time"]
-    assert (detail["sampler"], detail["steps"]) == ("ddim", 16) and detail["torch_threads"] == 1
+    assert (detail["sampler"], detail["steps"]) == ("ddim", 32) and detail["torch_threads"] == 1
     cells = {(n, b) for n in c.quality_lengths for b in c.quality_batches}
     assert {(r["length"], r["batch"]) for r in detail["rows"]} == cells
     for row in detail["rows"]:
@@ -55,7 +55,7 @@ def _check_quality_speed(result: dict, c: BenchConfig) -> None:
         assert ratio == row["ratio"] == row["latent_s"] / row["ar_s"]
     assert {k: result["config"][k] for k in ("quality_sampler", "quality_steps")} == {
         "quality_sampler": "ddim",
-        "quality_steps": 16,
+        "quality_steps": 32,
     }
 
 

@@ -19,7 +19,7 @@ ldlm compare NAME=REPORT.json ... --out F   rows of several evaluate reports + t
 ldlm probe {interpolation,robustness,mismatch,trajectory,loss-t,positions,frequency,all} RUN_DIR   latent-space probes
 ldlm push RUN_DIR --repo owner/name [--private] [--revision BRANCH]   weights, config, card, results: one hub commit
 ldlm bench [--smoke] [--batch 8] [--out results/bench.json]   sampling speed vs GPT-2, step cost, % of matmul peak
-           [--quality-sampler ddim] [--quality-steps 16] [--quality-only] [--latent-run R --ar-run R]
+           [--quality-sampler ddim] [--quality-steps 32] [--quality-only] [--latent-run R --ar-run R]
                                           -> JSON + PNG; latent / AR time at equal quality (L = 128, 512, 1024)
 ldlm gpu-check [--smoke] [--out results/gpu_check.json]   paper presets' training step time, peak memory, tokens/s
                                           (bf16, eager + torch.compile) and the sampling bench at batch 512 (CUDA)
@@ -632,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quality-sampler", default="ddim",
         help="latent sampler of the equal-quality rows latent_over_ar_time_L* (default ddim)",
     )  # fmt: skip
-    p.add_argument("--quality-steps", type=int, default=16, help="its model calls (default 16)")
+    p.add_argument("--quality-steps", type=int, default=32, help="its model calls (default 32)")
     p.add_argument(
         "--quality-lengths", type=_int_list, default=None, help="comma-separated L of those rows (default 128,512,1024)"
     )

@@ -66,8 +66,8 @@ class BenchConfig:
     device: str = "cpu"  # sampling and step-cost rows (ldlm.apps.bench.gpu_check runs them on CUDA)
     bf16: bool = False  # bf16 autocast of the sampling and step-cost rows (COSMOS Table 4 timed in bf16)
     # speed at equal quality (issue 23): latent / AR wall time per (L, B) with the sampler that matches Euler at 200
-    quality_sampler: str = "ddim"  # cosmos_roc45k: DDIM at 16 calls ~ Euler at 200 (results/roc45k_sampler_sweep.json)
-    quality_steps: int = 16
+    quality_sampler: str = "ddim"  # DDIM at 32 calls ~ Euler at 200 on both trained models (results/fewstep.json)
+    quality_steps: int = 32
     quality_lengths: tuple[int, ...] = (128, 512, 1024)
     quality_batches: tuple[int, ...] = (8, 64)
     quality_repeats: int = 3  # median of this many runs per cell; one warm-up per batch, at the first length
