@@ -71,7 +71,7 @@ def merge(sweeps: dict[str, dict]) -> dict:
     """``{name: sweep JSON}`` -> the fewstep table (module docstring)."""
     models, recommended, warnings = {}, {}, []
     for name, sweep in sweeps.items():
-        models[name] = {"run": sweep.get("run"), "protocol": sweep.get("protocol", {}), "rows": sweep["rows"]}
+        models[name] = {k: sweep[k] for k in ("run", "protocol", "rows", "commands") if k in sweep}
         recommended[name] = recommend(sweep)
         seeds = sweep.get("protocol", {}).get("seeds", [])
         if len(seeds) < 2:
