@@ -10,7 +10,7 @@ from test_evaluation_suite import FakeJudge
 
 from ldlm import cli
 from ldlm.evaluation import suite
-from ldlm.evaluation.curve import curve_points
+from ldlm.evaluation.curve import curve_points, power_law_trend
 from ldlm.pipeline import load_model
 
 
@@ -49,6 +49,32 @@ def test_curve_command_scores_every_point_and_flags_collapse(run_with_checkpoint
     final = load_model(run_with_checkpoints).generate(4, seed=0)
     assert curve["rows"][-1]["first_sample"] == final[0]
     assert "min (step 4)" in capsys.readouterr().out
+    # --replot rebuilds the JSON (with the PPL trend toward 2x real) and the PNG from the saved file, no scoring
+    monkeypatch.setattr(suite, "ScoringJudge", None)
+    again = tmp_path / "again.json"
+    assert cli.main(["curve", "--replot", str(out), "--out", str(again)]) == 0
+    replotted = json.loads(again.read_text())
+    (trend,) = (c["trend"]["judge_ppl"] for c in replotted["curves"].values())
+    assert trend["target"] == pytest.approx(2 * saved["reference"]["judge_ppl"]["mean"])
+    assert again.with_suffix(".png").is_file()
+
+
+def _rows(minutes, ppl):
+    return [{"minutes": m, "judge_ppl": {"mean": v}} for m, v in zip(minutes, ppl, strict=True)]
+
+
+def test_power_law_trend_recovers_the_exponent_and_the_minutes_to_target():
+    minutes = [10.0, 20.0, 40.0, 80.0]
+    rows = _rows(minutes, [1000 * m**-0.5 for m in minutes])
+    trend = power_law_trend(rows, "judge_ppl", target=1000 * 320.0**-0.5)
+    assert trend["exponent"] == pytest.approx(-0.5)
+    assert trend["minutes_to_target"] == pytest.approx(320.0)
+    assert trend["fit"].endswith("last 3 points")  # only the latest points: the early fall is steeper
+
+
+def test_power_law_trend_of_a_rising_curve_never_reaches_a_lower_target():
+    trend = power_law_trend(_rows([10.0, 20.0, 40.0], [500.0, 520.0, 560.0]), "judge_ppl", target=100.0)
+    assert trend["exponent"] > 0 and trend["minutes_to_target"] is None
 
 
 def test_curve_command_without_checkpoints_is_a_clear_error(tmp_path, capsys):

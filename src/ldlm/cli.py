@@ -358,7 +358,18 @@ def _cmd_curve(args: argparse.Namespace) -> None:
     from ldlm.evaluation.suite import build_scorer, summarize
     from ldlm.evaluation.sweep import SWEEP_METRICS
     from ldlm.pipeline import load_model
+    from ldlm.storage.io import read_json
 
+    if args.replot is not None:
+        saved = read_json(args.replot)
+        if not isinstance(saved, dict) or "curves" not in saved:
+            raise CLIError(f"--replot {args.replot}: not a curves JSON written by `ldlm curve`")
+        paths = write_curve(saved["curves"], args.out or args.replot, saved.get("reference"))
+        _print_trends(saved["curves"])
+        print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+        return
+    if args.run_dir is None:
+        raise CLIError("ldlm curve: give RUN_DIR (or --replot CURVES.json)")
     cfg = _suite_config(args)
     run_dirs = [args.run_dir, *args.more_run_dirs]
     model, train, heldout = _load_for_evaluation(args)
@@ -378,7 +389,18 @@ def _cmd_curve(args: argparse.Namespace) -> None:
             flag = " COLLAPSED" if row["collapse"]["collapsed"] else ""
             print(f"{curve['config']:>16s} {row['minutes']:7.1f} min (step {row['step']}): {_summary_line(row)}{flag}")
     paths = write_curve(curves, args.out or f"results/{model.cfg.name}_curve.json", reference)
+    _print_trends(curves)
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+
+
+def _print_trends(curves: dict) -> None:
+    for label, curve in curves.items():
+        t = curve.get("trend", {}).get("judge_ppl")
+        if t and t["exponent"] is not None:
+            when = f"at {t['minutes_to_target']:.0f} min" if t["minutes_to_target"] else "never (not falling)"
+            print(
+                f"{label:>16s} judge PPL ~ minutes^{t['exponent']:.2f} ({t['fit']}): reaches {t['target']:.0f} {when}"
+            )
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
@@ -437,8 +459,10 @@ def _cmd_probe(args: argparse.Namespace) -> None:
         print(f"probe {name}: wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
 
 
-def _add_judge_options(p: argparse.ArgumentParser, num_samples: int, seeds: str) -> None:
-    p.add_argument("run_dir")
+def _add_judge_options(
+    p: argparse.ArgumentParser, num_samples: int, seeds: str, run_dir_optional: bool = False
+) -> None:
+    p.add_argument("run_dir", nargs="?" if run_dir_optional else None)
     p.add_argument("-n", "--num-samples", type=int, default=num_samples, help="samples per seed")
     p.add_argument("--seeds", type=_int_list, default=_int_list(seeds), help="comma-separated sampling seeds")
     p.add_argument(
@@ -600,9 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("curve", help="judge PPL, entropy, MAUVE, Div of kept checkpoints against training minutes")
-    _add_judge_options(p, num_samples=128, seeds="0")
+    _add_judge_options(p, num_samples=128, seeds="0", run_dir_optional=True)
     p.add_argument("more_run_dirs", nargs="*", help="more runs on the same data, drawn on the same plot")
     p.add_argument("--minutes", type=_float_list, default=None, help="only the checkpoints nearest these minutes")
+    p.add_argument("--replot", default=None, help="rebuild JSON trends + PNG of an existing curves JSON, no scoring")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's config)")
     p.set_defaults(func=_cmd_curve)
 

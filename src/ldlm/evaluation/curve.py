@@ -9,6 +9,7 @@ written: the time spent before the stage plus the stage's ``elapsed_s`` at that 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from ldlm.reporting.figures import plot_curves
 from ldlm.storage.io import atomic_write_json
 from ldlm.training.checkpoint import list_checkpoints, load_ema_weights
 
-__all__ = ["CurvePoint", "curve_points", "learning_curve", "write_curve"]
+__all__ = ["CurvePoint", "curve_points", "learning_curve", "power_law_trend", "write_curve"]
 
 CurvePoint = tuple[int, float, Path | None]  # (step, training minutes, checkpoint dir or None for the final model)
 
@@ -91,10 +92,40 @@ def with_collapse_flags(curve: dict, reference: dict) -> dict:
     return curve
 
 
+def power_law_trend(rows: Sequence[dict], metric: str, *, target: float, last: int = 3) -> dict:
+    """Least-squares fit of log(metric) = a + b log(minutes) through the curve's last ``last`` points, and the
+    minutes at which that trend reaches ``target`` (None when the metric is not moving toward it). A rough
+    budget estimate for "how long until", not a prediction: such curves usually flatten."""
+    pts = [(r["minutes"], r[metric]["mean"]) for r in rows if r["minutes"] > 0 and (r[metric]["mean"] or 0) > 0]
+    pts = pts[-last:]
+    out = {"metric": metric, "target": target, "fit": f"log-log least squares, last {len(pts)} points"}
+    if len(pts) < 2:
+        return {**out, "exponent": None, "minutes_to_target": None}
+    xs, ys = [math.log(m) for m, _ in pts], [math.log(v) for _, v in pts]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
+    now_m, now_v = pts[-1]
+    gap = math.log(target) - math.log(now_v)
+    reaches = slope != 0 and gap / slope >= 0
+    minutes = math.exp(math.log(now_m) + gap / slope) if reaches else None
+    return {**out, "exponent": slope, "minutes_now": now_m, "value_now": now_v, "minutes_to_target": minutes}
+
+
+def with_trends(curves: dict[str, dict], reference: dict | None, *, ppl_factor: float = 2.0) -> dict[str, dict]:
+    """Each curve gets ``trend``: its judge-PPL power-law trend toward ``ppl_factor`` x the reference's PPL."""
+    if reference is not None and reference["judge_ppl"]["mean"]:
+        target = ppl_factor * reference["judge_ppl"]["mean"]
+        for curve in curves.values():
+            curve["trend"] = {"judge_ppl": power_law_trend(curve["rows"], "judge_ppl", target=target)}
+    return curves
+
+
 def write_curve(curves: dict[str, dict], out: str | Path, reference: dict | None = None) -> dict[str, Path]:
     """JSON ``{label: curve}`` at ``out`` and a PNG beside it: each metric against training minutes, one line per
     run, the real texts' mean as a flat line when ``reference`` (a suite row) is given."""
     out = Path(out)
+    curves = with_trends(curves, reference)
 
     def series(metric: str) -> dict:
         lines = {
