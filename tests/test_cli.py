@@ -7,9 +7,11 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import ldlm
 from ldlm.cli import main
 
 
@@ -29,6 +31,10 @@ def test_train_command(tiny_run):
     assert json.loads((model_dir / "config.json").read_text())["name"] == "tiny"
     summary = json.loads(tiny_run.stdout[tiny_run.stdout.index("{\n") :])  # the summary JSON comes last
     assert summary == json.loads((tiny_run.run_dir / "summary.json").read_text())
+    # provenance: the commit whose code trained the run (None outside a git checkout, e.g. a wheel install)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(ldlm.__file__).parent, capture_output=True, text=True)
+    expected = head.stdout.strip() if head.returncode == 0 else None
+    assert summary["code"]["git_commit"] == expected and summary["code"]["version"] == ldlm.__version__
     assert "Traceback" not in tiny_run.stderr
     assert not re.search(r"(autoencoder|diffusion|head):\s+\d+%\|", tiny_run.stderr)  # --quiet: no bars
 

@@ -202,7 +202,7 @@ def training_facts(run_dir) -> dict:
         summary = json.loads((Path(run_dir) / "summary.json").read_text())
     except (OSError, ValueError):
         return {}
-    keys = ("train_minutes", "train_texts", "heldout_token_accuracy", "parameters")
+    keys = ("train_minutes", "train_texts", "heldout_token_accuracy", "parameters", "code")
     return {k: summary[k] for k in keys if k in summary}
 
 

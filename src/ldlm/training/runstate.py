@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from ldlm.config import ConfigError
 from ldlm.storage.io import atomic_write_json
+from ldlm.storage.provenance import code_revision
 from ldlm.training import distributed
 from ldlm.training.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from ldlm.training.rng import capture_all_ranks, restore_this_rank
@@ -119,6 +120,7 @@ class RunStages:
         """The run's end: finite floats of ``summary`` rounded to 5 digits, then :meth:`save_outputs`; returns the
         rounded summary."""
         summary = {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in summary.items()}
+        summary["code"] = code_revision()  # which commit trained it: a stale run is told from a current one
         self.save_outputs(model, summary)
         return summary
 
