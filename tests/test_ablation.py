@@ -358,6 +358,19 @@ def test_markdown_states_the_resolved_pairs_only_when_there_are_some(table):
     assert f"{label} 2/3." in unresolved and "Welch" not in unresolved
 
 
+def test_rows_that_sampled_differently_say_so_in_their_notes(table):
+    _, _, agg = table
+    (base, no_mse) = (row for row in agg["rows"] if row["seeds"])
+    assert base["sampling"] == [f"3 {agg['protocol']['sampler']}"]  # the spec's evaluation steps, the preset's sampler
+    assert "sampled:" not in markdown_table(agg, "t.json")  # all alike: the protocol line says it once
+    mixed = {**agg, "rows": [{**base, "sampling": ["200 euler_maruyama"]}, no_mse, *agg["rows"][2:]]}
+    lines = markdown_table(mixed, "t.json").splitlines()
+    assert "sampled: 200 euler_maruyama steps" in next(line for line in lines if line.startswith("| all losses |"))
+    other = next(line for line in lines if line.startswith(f"| {no_mse['label']} |"))
+    assert f"sampled: 3 {agg['protocol']['sampler']} steps" in other
+    assert any("did not all sample alike" in line for line in lines)
+
+
 @pytest.mark.parametrize("table_name", sorted(p.stem for p in ABLATION_DIR.glob("*.yaml")))
 def test_shipped_specs_load_and_mark_unrunnable_rows(table_name):
     spec = load_spec(table_name)  # every runnable row's config is built and its encoder checked

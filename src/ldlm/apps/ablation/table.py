@@ -89,6 +89,7 @@ def aggregate(spec: AblationSpec, *, table: str, out_dir: Path, runs_dir: Path, 
                 "train_commands": {p.seed: train_command(spec, p) for p in planned},
                 "seeds": [r["seed"] for _, r in results],
                 "hardware": {str(r["seed"]): r.get("generated_on", "cpu") for _, r in results},  # older: all CPU
+                "sampling": _sampling(results),
                 "runs": [str(path) for path, _ in results],
                 "train_minutes": summarize([r["summary"].get("train_minutes") for _, r in results]),
                 "ours": {m: summarize([r["metrics"].get(m) for _, r in results]) for m in spec.metrics},
@@ -122,6 +123,17 @@ def aggregate(spec: AblationSpec, *, table: str, out_dir: Path, runs_dir: Path, 
         "training_curves": keep_earlier_curves(mean_training_curves(spec, by_row), _previous(out_dir, spec), rows),
         "written": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+
+
+def _sampling(results: list[tuple[Path, dict]]) -> list[str]:
+    """How the row's runs sampled, e.g. ``["200 ddpm"]``: one entry per distinct sampler and step count."""
+    found = {f"{r['protocol']['sampling_steps']} {r['protocol']['sampler']}" for _, r in results if r.get("protocol")}
+    return sorted(found)
+
+
+def _mixed_sampling(agg: dict) -> bool:
+    """True when the measured rows did not all sample alike (a row re-run after a sampler change, say)."""
+    return len({tuple(row.get("sampling") or ()) for row in agg["rows"] if row.get("sampling")}) > 1
 
 
 def _previous(out_dir: Path, spec: AblationSpec) -> dict:
@@ -170,6 +182,8 @@ def markdown_table(agg: dict, json_path: str, figures: dict[str, str] | None = N
                 note = f"runs shared with `{row['same_as']}` (the same config)" + (f"; {note}" if note else "")
             if not row["seeds"]:
                 note = "not run yet" + (f"; {note}" if note else "")
+            elif _mixed_sampling(agg):  # rows that sampled differently must say so where they are read
+                note = f"sampled: {', '.join(row['sampling'])} steps" + (f"; {note}" if note else "")
         lines.append(f"| {row['label']} | {_seeds_cell(row)} | " + " | ".join(cells) + f" | {note} |")
     ref = agg["reference"]
     if any(ref[m]["n"] for m in metrics) or agg["paper_reference"]:
@@ -199,7 +213,9 @@ def _seeds_cell(row: dict) -> str:
 
 def _protocol_lines(agg: dict) -> list[str]:
     ev, p = agg["evaluation"], agg["protocol"]
-    if p:
+    if _mixed_sampling(agg):
+        sampling = "the sampler and steps of each row's notes (the rows did not all sample alike)"
+    elif p:
         sampling = f"{p['sampling_steps']} {p['sampler']} sampling steps"
     else:
         sampling = f"{ev['steps']} sampling steps" if ev["steps"] else "the preset's sampler and steps"
