@@ -246,17 +246,19 @@ def ablations(root: Path) -> str:
                 else "–"
             )
         title = t.get("title", path.stem).split(":")[0]
-        rows.append([f"{title} (`{path.stem}`)", f"{len(runs)} × {seeds}", *cells])
+        current = sum(1 for row in runs if row.get("seeds") and "unrecorded" not in row.get("code", ["unrecorded"]))
+        rows.append([f"{title} (`{path.stem}`)", f"{len(runs)} × {seeds}", f"{current}/{len(runs)}", *cells])
     if not rows:
         return "(no ablation tables measured yet: `ldlm ablate TABLE`)\n"
     caption = (
         "Row pairs ordered as in the paper; in brackets the pairs the seeds resolve (Welch p < 0.05) and how many of "
         "those agree; "
-        "full tables in [docs/results.md](docs/results.md). **Measured by the code before the issue-21 diffusion "
-        "fixes (adaptive-sampler estimator, DDPM instead of Euler-Maruyama), not re-run since: read them as that "
-        "code's.**\n\n"
+        "full tables in [docs/results.md](docs/results.md). **Re-run**: rows whose runs record the commit that "
+        "trained them, i.e. measured with the issue-21 diffusion fixes (adaptive-sampler estimator, DDPM instead of "
+        "Euler-Maruyama); the other rows are the code's before those fixes, so orderings that involve them are that "
+        "code's.\n\n"
     )
-    return caption + _table(["paper table", "rows × seeds", "judge PPL", "MAUVE"], rows)
+    return caption + _table(["paper table", "rows × seeds", "re-run", "judge PPL", "MAUVE"], rows)
 
 
 RENDERERS: dict[str, Callable[[Path], str]] = {

@@ -710,8 +710,10 @@ def main(argv: list[str] | None = None) -> int:
     from ldlm.data import DatasetError, FeatureCacheError
     from ldlm.model.encoders import EncoderError
     from ldlm.storage.io import WeightFileError
+    from ldlm.storage.provenance import code_revision
     from ldlm.storage.resources import ModelNotFoundError
 
+    code_revision()  # cached for the process: runs record the commit of the code loaded now, not of a later HEAD
     try:
         args.func(args)
     except (

@@ -21,7 +21,8 @@ def _git(*args: str, cwd: Path) -> str | None:
 
 @functools.cache
 def code_revision() -> dict:
-    """``{"version", "git_commit", "git_dirty"}``; the git fields are None outside a git checkout (a wheel install).
+    """``{"version", "git_commit", "git_dirty"}``, read once per process (the code a process loaded is the code at
+    its start, so ``ldlm`` calls this first); the git fields are None outside a git checkout (a wheel install).
     ``git_dirty``: a tracked file of the package itself differs from the commit (results and docs do not count)."""
     from ldlm import __version__
 

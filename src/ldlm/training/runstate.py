@@ -64,6 +64,7 @@ class RunStages:
 
     def __init__(self, cfg: RunConfig, *, resume: bool = False):
         distributed.init()
+        self.code = code_revision()  # read now, not at the end: the commit whose code this process is running
         self.cfg, self.resume = cfg, resume
         self.run_dir, self.dir = cfg.run_dir, cfg.run_dir / "stages"
         if distributed.is_main():
@@ -120,7 +121,7 @@ class RunStages:
         """The run's end: finite floats of ``summary`` rounded to 5 digits, then :meth:`save_outputs`; returns the
         rounded summary."""
         summary = {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in summary.items()}
-        summary["code"] = code_revision()  # which commit trained it: a stale run is told from a current one
+        summary["code"] = self.code  # which commit trained it: a stale run is told from a current one
         self.save_outputs(model, summary)
         return summary
 

@@ -90,6 +90,7 @@ def aggregate(spec: AblationSpec, *, table: str, out_dir: Path, runs_dir: Path, 
                 "seeds": [r["seed"] for _, r in results],
                 "hardware": {str(r["seed"]): r.get("generated_on", "cpu") for _, r in results},  # older: all CPU
                 "sampling": _sampling(results),
+                "code": sorted({_commit(r) for _, r in results}),
                 "runs": [str(path) for path, _ in results],
                 "train_minutes": summarize([r["summary"].get("train_minutes") for _, r in results]),
                 "ours": {m: summarize([r["metrics"].get(m) for _, r in results]) for m in spec.metrics},
@@ -129,6 +130,11 @@ def _sampling(results: list[tuple[Path, dict]]) -> list[str]:
     """How the row's runs sampled, e.g. ``["200 ddpm"]``: one entry per distinct sampler and step count."""
     found = {f"{r['protocol']['sampling_steps']} {r['protocol']['sampler']}" for _, r in results if r.get("protocol")}
     return sorted(found)
+
+
+def _commit(result: dict) -> str:
+    """The git commit that trained a run (its summary's provenance), or "unrecorded" for runs older than that."""
+    return (result.get("summary", {}).get("code") or {}).get("git_commit") or "unrecorded"
 
 
 def _mixed_sampling(agg: dict) -> bool:
