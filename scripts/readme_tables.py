@@ -234,6 +234,8 @@ def ablations(root: Path) -> str:
     rows = []
     for path in sorted((root / "results" / "ablations").glob("*.json")):
         t = json.loads(path.read_text())
+        if "table" not in t:  # another results file beside the tables (e.g. rerun_vs_prefix.json)
+            continue
         runs = [row for row in t.get("rows", []) if row.get("runnable", True)]
         seeds = max((len(row.get("seeds", [])) for row in runs), default=0)
         order = t.get("ordering_vs_paper", {})
