@@ -65,3 +65,14 @@ def tiny_run(tmp_path_factory) -> TinyRun:
         model=kept["model"],
         summary=kept["summary"],
     )
+
+
+def load_script(name: str):
+    """``scripts/NAME.py`` imported as a module (the scripts are not part of the package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

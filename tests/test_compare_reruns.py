@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def reruns():
-    spec = importlib.util.spec_from_file_location("compare_reruns", ROOT / "scripts" / "compare_reruns.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("compare_reruns")
 
 
 def _run(folder: Path, row: str, seed: int, ppl: float, sampler: str, commit: str | None) -> None:

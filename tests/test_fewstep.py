@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def fewstep():
-    spec = importlib.util.spec_from_file_location("fewstep", ROOT / "scripts" / "fewstep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("fewstep")
 
 
 def _metric(mean: float, std: float = 0.0) -> dict:
