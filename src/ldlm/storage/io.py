@@ -38,6 +38,25 @@ def atomic_write_json(path: str | Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+@contextlib.contextmanager
+def directory_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on directory ``path`` (created if missing) for a read-modify-write of files in it,
+    so that two processes (two ``ldlm ablate`` jobs) never lose each other's update. No-op where flock is missing."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def read_json(path: str | Path):
     """A JSON file's content, or None when it is missing or unreadable (for resumable bookkeeping files)."""
     try:

@@ -24,7 +24,7 @@ from ldlm.apps.ablation.run import (
 from ldlm.apps.ablation.spec import METRICS, AblationSpec, AblationSpecError, load_spec
 from ldlm.apps.ablation.table import aggregate, markdown_table, write_markdown_block
 from ldlm.apps.ablation.training import plot_training_curves
-from ldlm.storage.io import atomic_write_json
+from ldlm.storage.io import atomic_write_json, directory_lock
 
 __all__ = ["AblationSpec", "AblationSpecError", "ablate", "load_spec"]
 
@@ -94,11 +94,12 @@ def ablate(
         return None
     if not report_only:
         _run_all(spec, planned, command=lambda run: _command(table, [run.seed], dirs), progress=progress, echo=echo)
-    agg = aggregate(
-        spec, table=str(table), out_dir=Path(out_dir), runs_dir=Path(runs_dir), seeds=seeds, command=command
-    )
-    json_path = Path(out_dir) / f"{spec.name}.json"
-    atomic_write_json(json_path, agg)
+    with directory_lock(out_dir):  # a concurrent job of the same table must not write an older aggregate last
+        agg = aggregate(
+            spec, table=str(table), out_dir=Path(out_dir), runs_dir=Path(runs_dir), seeds=seeds, command=command
+        )
+        json_path = Path(out_dir) / f"{spec.name}.json"
+        atomic_write_json(json_path, agg)
     pngs = {
         "rows": plot_row_figures(agg, Path(out_dir) / f"{spec.name}_rows.png"),
         "probes": plot_probe_curves(agg["probe_curves"], Path(out_dir) / f"{spec.name}_probes.png", spec.title),

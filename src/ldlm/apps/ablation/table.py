@@ -17,7 +17,7 @@ from ldlm.apps.ablation.run import plan_runs, read_result, run_key, train_comman
 from ldlm.apps.ablation.spec import METRICS, AblationSpec, Row
 from ldlm.apps.ablation.training import keep_earlier_curves, mean_training_curves
 from ldlm.evaluation.suite import summarize
-from ldlm.storage.io import atomic_write_text, read_json
+from ldlm.storage.io import atomic_write_text, directory_lock, read_json
 
 __all__ = ["aggregate", "markdown_table", "ordering_agreement", "write_markdown_block"]
 
@@ -267,10 +267,11 @@ def _protocol_lines(agg: dict) -> list[str]:
 def write_markdown_block(path: Path, table: str, block: str) -> None:
     """Put ``block`` between the table's markers in ``path`` (replaced in place; appended the first time)."""
     start, end = f"<!-- ablate:{table}:start -->", f"<!-- ablate:{table}:end -->"
-    text = path.read_text() if path.is_file() else "# Ablation results\n"
     wrapped = f"{start}\n{block}\n{end}"
-    if start in text and end in text and text.index(start) < text.index(end):
-        text = text[: text.index(start)] + wrapped + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + wrapped + "\n"
-    atomic_write_text(path, text)
+    with directory_lock(path.parent):  # another table's job may be rewriting the same page
+        text = path.read_text() if path.is_file() else "# Ablation results\n"
+        if start in text and end in text and text.index(start) < text.index(end):
+            text = text[: text.index(start)] + wrapped + text[text.index(end) + len(end) :]
+        else:
+            text = text.rstrip("\n") + "\n\n" + wrapped + "\n"
+        atomic_write_text(path, text)
