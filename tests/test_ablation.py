@@ -458,3 +458,24 @@ def test_a_same_as_row_needs_figures_the_other_table_measures(tmp_path, monkeypa
     write_spec(tmp_path / "tiny_table.yaml", evaluation={**SPEC["evaluation"], "num_samples": 8})
     with pytest.raises(AblationSpecError, match="evaluation differs"):
         load_spec(_shared_spec(tmp_path, monkeypatch))
+
+
+def test_a_bumped_revision_makes_a_rows_old_runs_stale(table, tmp_path):
+    """``revision`` (table or row) enters the run key: old per-run JSONs stop matching; at 0 the key is unchanged."""
+    from ldlm.apps.ablation.run import run_key
+
+    root, _, _ = table
+    old = root / "results" / "tiny_table" / "base-seed0.json"
+    spec = load_spec(write_spec(tmp_path / "tiny_table.yaml"))
+    assert "revision" not in run_key(spec, spec.row("base"))
+    assert read_result(old, run_key(spec, spec.row("base"))) is not None
+    rows = [{**SPEC["rows"][0], "revision": 1}, *SPEC["rows"][1:]]
+    bumped = load_spec(write_spec(tmp_path / "tiny_table.yaml", rows=rows))
+    assert read_result(old, run_key(bumped, bumped.row("base"))) is None
+    assert read_result(root / "results" / "tiny_table" / "no_mse-seed0.json", run_key(bumped, bumped.row("no_mse")))
+    whole = load_spec(write_spec(tmp_path / "tiny_table.yaml", revision=2))
+    assert (
+        read_result(root / "results" / "tiny_table" / "no_mse-seed0.json", run_key(whole, whole.row("no_mse"))) is None
+    )
+    with pytest.raises(AblationSpecError, match="revision"):
+        load_spec(write_spec(tmp_path / "tiny_table.yaml", revision=-1))

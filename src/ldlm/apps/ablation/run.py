@@ -127,13 +127,17 @@ def train_command(spec: AblationSpec, run: PlannedRun) -> str:
 
 
 def run_key(spec: AblationSpec, row: Row) -> dict:
-    """What a per-run JSON must match to count for the current spec (else it is stale and redone)."""
-    return {
+    """What a per-run JSON must match to count for the current spec (else it is stale and redone): the config, the
+    measurement and, once bumped, the table's and the row's ``revision`` (a code change that alters the row)."""
+    key = {
         "base": spec.base,
         "config_overrides": spec.config_overrides(row),
         "evaluation": vars(spec.evaluation),
         "metrics": spec.metrics,
     }
+    if spec.revision or row.revision:
+        key["revision"] = {"table": spec.revision, "row": row.revision}
+    return key
 
 
 def read_result(path: Path, key: dict) -> dict | None:

@@ -73,6 +73,8 @@ class Row:
     runnable: bool = True
     reason: str | None = None  # why a runnable: false row cannot be run here
     same_as: str | None = None  # "TABLE/ROW": the very config of another table's row; its runs are shared
+    # Bump when a code change alters what this row measures: its per-run JSONs of an older revision are redone.
+    revision: int = 0
 
     @property
     def title(self) -> str:
@@ -95,6 +97,7 @@ class AblationSpec:
     evaluation: EvalSpec = field(default_factory=EvalSpec)
     notes: str | None = None
     rows: list[Row] = field(default_factory=list)
+    revision: int = 0  # as Row.revision, for every row (the run key holds both; 0 and 0 leave the key as it was)
 
     def row(self, name: str) -> Row:
         return next(r for r in self.rows if r.name == name)
@@ -138,6 +141,10 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _check_figures(figures: dict, metrics: list[str], where: str) -> None:
     """``{metric: number or null}`` with metrics from the spec's list."""
     _require(isinstance(figures, dict), f"{where}: expected a mapping metric -> number or null, got {figures!r}")
@@ -173,6 +180,7 @@ def _validate(spec: AblationSpec) -> None:
     _require(ev.probe_texts >= 2, f"evaluation.probe_texts={ev.probe_texts} must be >= 2")
     _require(ev.steps is None or ev.steps >= 1, f"evaluation.steps={ev.steps} must be >= 1 (or null)")
     _check_overrides(spec.common, "common")
+    _require(_count(spec.revision), f"revision={spec.revision!r}: expected an integer >= 0")
     _require(bool(spec.rows), "rows: the table needs at least one row")
     names = [r.name for r in spec.rows]
     for i, row in enumerate(spec.rows):
@@ -181,6 +189,7 @@ def _validate(spec: AblationSpec) -> None:
         _require(names.count(row.name) == 1, f"{where}.name: {row.name!r} names two rows")
         _check_figures(row.paper, spec.metrics, f"{where}.paper")
         _check_overrides(row.overrides, f"{where}.overrides")
+        _require(_count(row.revision), f"{where}.revision={row.revision!r}: expected an integer >= 0")
         if row.runnable:
             _require(row.reason is None, f"{where}.reason: only for rows marked runnable: false")
         else:
