@@ -83,6 +83,7 @@ def test_unknown_switch_values():
     assert "joint.reconstruction" in _error("joint.reconstruction=kl")
     assert "diffusion.timestep_sampler" in _error("diffusion.timestep_sampler=cosine")
     assert "autoencoder.latent_encoder" in _error("autoencoder.latent_encoder=lstm")
+    assert "autoencoder.latent_norm" in _error("autoencoder.latent_norm=batchnorm")
     assert "recipe" in _error("recipe=ldlm2")
     assert "diffusion_train.eval_every" in _error("diffusion_train.eval_every=0")
 

@@ -279,3 +279,23 @@ def test_token_decoder_blocks_respect_padding():
     h2 = h.clone()
     h2[0, 12:] = -50.0
     torch.testing.assert_close(ae.logits(h2, mask)[0, :12], ae.logits(h, mask)[0, :12])
+
+
+def test_layernorm_latents_have_a_scale_no_loss_can_change():
+    """autoencoder.latent_norm=layernorm: every z_i has zero mean and unit variance over d, whatever E_z's output
+    scale, so the diffusion loss cannot shrink z under sigma_dec noise (issue 22); none keeps E_z's raw scale."""
+    raw = tiny_model(tiny_config())
+    normed = tiny_model(tiny_config("autoencoder.latent_norm=layernorm"))
+    normed.autoencoder.load_state_dict(raw.autoencoder.state_dict())
+    h, mask = torch.randn(3, 8, raw.encoder.hidden_size), torch.ones(3, 8)
+    z = normed.autoencoder.encode(h, mask)
+    torch.testing.assert_close(z.mean(-1), torch.zeros(z.shape[:-1]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.var(-1, unbiased=False), torch.ones(z.shape[:-1]), atol=1e-3, rtol=0)
+    for model in (raw, normed):  # shrink E_z's last projection 10x: only the raw latents follow
+        last = [p for n, p in model.autoencoder.compressor.named_parameters() if p.dim() == 2][-1]
+        with torch.no_grad():
+            before = model.autoencoder.encode(h, mask)
+            last.mul_(0.1)
+            after = model.autoencoder.encode(h, mask)
+        ratio = (after.std() / before.std()).item()
+        assert ratio == pytest.approx(1.0, abs=1e-3) if model is normed else ratio < 0.5

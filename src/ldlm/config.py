@@ -113,6 +113,10 @@ class AutoencoderConfig:
     token_decoder_layers: int = 0  # transformer layers of D_w before its linear head (LDLM: 3; App. B.2: 1-6)
     token_decoder_heads: int = 12  # heads of those layers (must divide the encoder's hidden size)
     vocab_size: int | None = None  # D_w vocabulary; None: the encoder tokenizer's (anything else is an error)
+    # Beyond the papers (issue 22): layernorm = each latent vector z_i standardised over its d channels (no affine),
+    # so neither the diffusion loss (which rewards small z) nor L_h under sigma_dec noise (large z) can set z's
+    # scale: sigma_dec becomes a fixed per-channel SNR of 1/sigma_dec^2. none: E_z's raw output (both papers).
+    latent_norm: str = "none"  # none | layernorm
 
 
 @dataclass
@@ -546,6 +550,11 @@ def _validate_ldlm(cfg: RunConfig) -> None:
         _check(ae.locality_bias == 0, "autoencoder.locality_bias applies to the Perceiver only: set it to 0")
     if ae.latent_encoder == "identity":
         _validate_identity_latents(cfg)
+    _check(ae.latent_norm in ("none", "layernorm"), f"autoencoder.latent_norm={ae.latent_norm!r}: use none | layernorm")
+    _check(
+        ae.latent_norm == "none" or ae.latent_encoder != "identity",
+        "autoencoder.latent_norm applies to a learned E_z; with latent_encoder='identity' set it to none",
+    )
     _check(0 <= ae.token_decoder_layers, f"autoencoder.token_decoder_layers={ae.token_decoder_layers} must be >= 0")
     _check(ae.token_decoder_heads >= 1, f"autoencoder.token_decoder_heads={ae.token_decoder_heads} must be >= 1")
     _check(ae.vocab_size is None or ae.vocab_size >= 2, f"autoencoder.vocab_size={ae.vocab_size} must be >= 2")

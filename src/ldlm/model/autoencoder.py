@@ -6,6 +6,7 @@ The training signals (augmentations, losses) live in :mod:`ldlm.objectives`.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ldlm._moved import moved_names
@@ -90,10 +91,10 @@ class TextAutoencoder(nn.Module):
     def encode_distribution(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """h: (B, L, D), mask: (B, L) -> (mean (B, N, d), log-variance (B, N, d) or None)."""
         out = self.compressor(h, key_mask=mask)
-        if not self.variational:
-            return out, None
-        mean, logvar = out.chunk(2, dim=-1)
-        return mean, logvar.clamp(-30.0, 20.0)
+        mean, logvar = out.chunk(2, dim=-1) if self.variational else (out, None)
+        if self.cfg.latent_norm == "layernorm":  # each z_i: zero mean, unit variance over its d channels
+            mean = F.layer_norm(mean, mean.shape[-1:])
+        return mean, None if logvar is None else logvar.clamp(-30.0, 20.0)
 
     def encode(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Deterministic latents (the posterior mean for the VAE variant): (B, L, D) -> (B, N, d)."""
