@@ -39,22 +39,30 @@ def atomic_write_json(path: str | Path, data) -> None:
 
 
 @contextlib.contextmanager
-def directory_lock(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on directory ``path`` (created if missing) for a read-modify-write of files in it,
-    so that two processes (two ``ldlm ablate`` jobs) never lose each other's update. No-op where flock is missing."""
+def exclusive_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (an existing directory, or a lock file created if missing) while the
+    block runs; a second process or open waits. Released on exit or if the holder dies. No-op where flock is missing."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock
         yield
         return
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextlib.contextmanager
+def directory_lock(path: str | Path) -> Iterator[None]:
+    """:func:`exclusive_lock` on directory ``path`` (created if missing), for a read-modify-write of files in it, so
+    that two processes (two ``ldlm ablate`` jobs) never lose each other's update."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(path):
+        yield
 
 
 def read_json(path: str | Path):

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ldlm.storage.io import exclusive_lock
+
 __all__ = [
     "CACHE_DIR",
     "HUB_ALIASES",
@@ -124,14 +126,8 @@ def _building(target: Path):
     A lock file serialises concurrent builders so a slow conversion runs once per machine.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    lock = open(target.parent / f".{target.name}.lock", "w")
-    try:
-        try:
-            import fcntl
-
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except ImportError:  # non-POSIX: the atomic rename alone keeps the cache consistent
-            pass
+    # non-POSIX (no flock): the atomic rename alone keeps the cache consistent
+    with exclusive_lock(target.parent / f".{target.name}.lock"):
         if target.exists():
             yield None
             return
@@ -148,8 +144,6 @@ def _building(target: Path):
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        lock.close()
 
 
 # --- registry --------------------------------------------------------------------------------------
