@@ -237,7 +237,8 @@ def ablations(root: Path) -> str:
         if "table" not in t:  # another results file beside the tables (e.g. rerun_vs_prefix.json)
             continue
         runs = [row for row in t.get("rows", []) if row.get("runnable", True)]
-        seeds = max((len(row.get("seeds", [])) for row in runs), default=0)
+        counts = sorted({len(row.get("seeds", [])) for row in runs}) or [0]
+        seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"  # rows measured at 1-3 seeds
         order = t.get("ordering_vs_paper", {})
         cells = []
         for metric in ("judge_ppl", "mauve"):
