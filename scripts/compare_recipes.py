@@ -36,6 +36,17 @@ def training_steps(cfg: dict) -> int:
     return sum(int(cfg.get(section, {}).get(key, 0) or 0) for section, key in STAGES.get(recipe, []))
 
 
+def steps_done(run_dir: Path) -> dict[str, int]:
+    """Optimiser steps each stage actually took (the last ``step`` its metrics.jsonl logged): below the configured
+    ``steps`` where a stage stopped at its ``max_minutes``."""
+    done = {}
+    for metrics in sorted(run_dir.glob("*/metrics.jsonl")):
+        steps = [json.loads(line).get("step", 0) for line in metrics.read_text().splitlines() if line.strip()]
+        if steps:
+            done[metrics.parent.name] = int(max(steps))
+    return done
+
+
 def row(run_dir: Path, evaluation: Path, report: Path | None = None, extra_minutes: float = 0.0) -> dict:
     """The comparison figures of one trained run from its summary, config and `ldlm evaluate` JSON."""
     cfg = json.loads((run_dir / "config.json").read_text())
@@ -52,7 +63,8 @@ def row(run_dir: Path, evaluation: Path, report: Path | None = None, extra_minut
         "heldout_token_accuracy": summary.get("heldout_token_accuracy"),
         "heldout_head_accuracy_true_h": summary.get("heldout_head_accuracy_true_h"),
         "train_texts": summary.get("train_texts"),
-        "steps": training_steps(cfg),
+        "steps": training_steps(cfg),  # as configured
+        "steps_done": steps_done(run_dir),
         "run_minutes": summary["train_minutes"],
         "extra_minutes": extra_minutes,
         "train_minutes": summary["train_minutes"] + extra_minutes,
