@@ -70,6 +70,10 @@ def row(run_dir: Path, evaluation: Path, report: Path | None = None, extra_minut
         "train_minutes": summary["train_minutes"] + extra_minutes,
         "evaluation": str(evaluation),
         "collapse": ev.get("collapse"),
+        # Each row's own held-out reference: texts round-tripped through *its* tokenizer (MiniLM lowercases, SmolLM2
+        # keeps case), so judge PPL is comparable across rows only as a ratio to the row's reference.
+        "reference": ev["reference"],
+        "judge_ppl_ratio": model["judge_ppl"]["mean"] / ev["reference"]["judge_ppl"]["mean"],
     }
     if report is not None:
         rep = json.loads(report.read_text())
@@ -98,7 +102,7 @@ def main() -> None:
     for spec in args.row:
         name, run_dir, evaluation, report = parse_row(spec)
         result[name] = row(run_dir, evaluation, report, extra.get(name, 0.0))
-        result.setdefault("reference", json.loads(evaluation.read_text())["reference"])
+        result.setdefault("reference", result[name]["reference"])  # the first row's (earlier checks read it)
     minutes = [r["train_minutes"] for k, r in result.items() if k != "reference"]
     result["budget_spread"] = max(minutes) / min(minutes) - 1  # the issue asks for equal minutes within 10%
     result["commands"] = args.command
@@ -110,6 +114,7 @@ def main() -> None:
         ppl = s["judge_ppl"]
         print(
             f"{name:8s} acc {r['heldout_token_accuracy']:.3f}  PPL {ppl['mean']:7.1f}+-{ppl['std']:.1f}"
+            f" ({r['judge_ppl_ratio']:.1f}x ref)"
             f"  entropy {s['entropy']['mean']:.2f}  MAUVE {s['mauve']['mean']:.3f}+-{s['mauve']['std']:.3f}"
             f"  Div {s['div']['mean']:.2f}  {r['train_minutes']:.1f} min"
         )
