@@ -153,6 +153,9 @@ def roc45k(root: Path) -> str:
         "reconstruction": "COSMOS autoencoder round trip of real held-out (ceiling)",
         "reference": "real held-out",
     }
+    ldlm_report = _load(root, str((r.get("reports") or {}).get("ldlm", ""))) or {}
+    if ldlm_report.get("config"):  # the preset behind the LDLM row (the best LDLM measured, issue 22)
+        labels["ldlm"] = f"LDLM (`{ldlm_report['config']}`)"
     rows = []
     for key, row in r["rows"].items():
         minutes = None if key == "reconstruction" else row.get("train_minutes")  # the autoencoder's, not a model's
@@ -177,11 +180,22 @@ def roc45k(root: Path) -> str:
         said.append(f"judge {protocol['judge']}")
     caption = "From `results/roc45k.json`" + (f" ({', '.join(said)})" if said else "") + "; mean ± std over seeds.\n\n"
     out = caption + _table(["model", "judge PPL ↓", "entropy", "MAUVE ↑", "Div", "train minutes"], rows)
-    vs = (_load(root, "results/ldlm_vs_cosmos.json") or {}).get("ldlm") or {}
+    vs_all = _load(root, "results/ldlm_vs_cosmos.json") or {}
+    report = (r.get("reports") or {}).get("ldlm")
+    vs = next((v for v in vs_all.values() if isinstance(v, dict) and v.get("evaluation") == report), {})
     if "ldlm" in r["rows"] and vs.get("extra_minutes"):
+        ratio = vs.get("judge_ppl_ratio")
+        own = vs.get("reference", {}).get("judge_ppl", {}).get("mean")
         out += (
             f"\nLDLM's minutes follow {vs['extra_minutes']:.0f} minutes of encoding SmolLM2 features once, before the "
-            f"run: {vs['train_minutes']:.0f} in all (`results/ldlm_vs_cosmos.json`).\n"
+            f"run: {vs['train_minutes']:.0f} in all (`results/ldlm_vs_cosmos.json`)."
+            + (
+                f" Its reference is real text round-tripped through SmolLM2's cased tokenizer (judge PPL {own:.1f}, "
+                f"MiniLM's lowercases): LDLM's judge PPL is {ratio:.1f}x its reference."
+                if ratio and own
+                else ""
+            )
+            + "\n"
         )
     if (root / "results" / "roc45k_curves.png").is_file():
         out += "\nQuality against training minutes: [results/roc45k_curves.png](results/roc45k_curves.png).\n"
