@@ -153,7 +153,8 @@ def roc45k(root: Path) -> str:
         "reconstruction": "COSMOS autoencoder round trip of real held-out (ceiling)",
         "reference": "real held-out",
     }
-    ldlm_report = _load(root, str((r.get("reports") or {}).get("ldlm", ""))) or {}
+    report = (r.get("reports") or {}).get("ldlm")  # the LDLM row's `ldlm evaluate` JSON
+    ldlm_report = _load(root, str(report or "")) or {}
     if ldlm_report.get("config"):  # the preset behind the LDLM row (the best LDLM measured, issue 22)
         labels["ldlm"] = f"LDLM (`{ldlm_report['config']}`)"
     rows = []
@@ -181,7 +182,6 @@ def roc45k(root: Path) -> str:
     caption = "From `results/roc45k.json`" + (f" ({', '.join(said)})" if said else "") + "; mean ± std over seeds.\n\n"
     out = caption + _table(["model", "judge PPL ↓", "entropy", "MAUVE ↑", "Div", "train minutes"], rows)
     vs_all = _load(root, "results/ldlm_vs_cosmos.json") or {}
-    report = (r.get("reports") or {}).get("ldlm")
     vs = next((v for v in vs_all.values() if isinstance(v, dict) and v.get("evaluation") == report), {})
     if "ldlm" in r["rows"] and vs.get("extra_minutes"):
         ratio = vs.get("judge_ppl_ratio")
