@@ -193,6 +193,23 @@ def test_post_training_noise_in_training_only():
     assert not torch.isclose(ce(3.0, train=True), clean)
 
 
+def test_post_training_clean_fraction_decodes_those_texts_from_clean_z():
+    """``joint.decoder_clean_fraction``: 1 decodes every text from the clean z0 (the eval path) in training, 0 none
+    (the paper), and a fraction in between noises only some of the batch's texts."""
+    model = tiny_model(tiny_config())
+    batch = synthetic_batch(model)
+
+    def ce(fraction: float, train: bool = True) -> torch.Tensor:
+        cfg = tiny_config("joint.sigma_dec=3", f"joint.decoder_clean_fraction={fraction}")
+        return DecoderTask(model, cfg, seed=0).train(train)(batch, 10**6)[0]
+
+    clean, noisy, half = ce(1.0, train=False), ce(0.0), ce(0.5)
+    assert torch.equal(ce(1.0), clean)
+    assert not torch.isclose(noisy, clean) and not torch.isclose(half, clean) and not torch.isclose(half, noisy)
+    with pytest.raises(ValueError, match="decoder_clean_fraction"):
+        tiny_config("joint.decoder_clean_fraction=1.5")
+
+
 def test_post_training_path_trains_only_d_w_and_raises_heldout_accuracy(tmp_path, monkeypatch):
     """LDLM App. B.2 end to end: a joint stage with ``joint.skip_token_decoder=true`` (no L_w, D_w untrained), stopped
     before the post-training, then ``--resume`` with ``decoder_train.steps > 0``: the joint stage is restored, only

@@ -159,6 +159,9 @@ class JointConfig:
     warmup_c: float = 0.8  # midpoint c (fraction of S_wu)
     gamma_min: float = 0.0  # gamma(0) (the paper: "gamma_min ~ 0")
     skip_token_decoder: bool = False  # no L_w during joint training; D_w is post-trained (App. B.2)
+    # Post-training (App. B.2) decodes h_hat from z0 + sigma_dec eps; this fraction of each batch's texts is decoded
+    # from the clean z0 instead, so that D_w also learns the clean h_hat it reads at evaluation (0 = the paper).
+    decoder_clean_fraction: float = 0.0
     # lambda_h in L = L_diff + lambda_h L_h + L_w. Eq. 1-2 are squared norms over z (N x d) and h (L x D); the code
     # takes means, so None (auto) = (L*D)/(N*d) keeps the paper's balance: 1 at its N = L, d = D, 4.5 in ldlm_quick.
     hidden_weight: float | None = None
@@ -566,6 +569,10 @@ def _validate_ldlm(cfg: RunConfig) -> None:
         f"joint.hidden_weight={joint.hidden_weight} (lambda_h) must be > 0, or null for the paper's balance",
     )
     _check(0.0 <= joint.gamma_min <= 1.0, f"joint.gamma_min={joint.gamma_min} must be in [0, 1]")
+    _check(
+        0.0 <= joint.decoder_clean_fraction <= 1.0,
+        f"joint.decoder_clean_fraction={joint.decoder_clean_fraction} must be in [0, 1] (texts decoded from clean z0)",
+    )
     _check(
         joint.reconstruction in ("mse", "ce", "ce+mse"),
         f"joint.reconstruction={joint.reconstruction!r}: use mse | ce | ce+mse",
