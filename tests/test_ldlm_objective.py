@@ -247,6 +247,9 @@ def test_post_training_path_trains_only_d_w_and_raises_heldout_accuracy(tmp_path
     summary = json.loads((run / "summary.json").read_text())
     assert summary["heldout_token_accuracy"] > before["acc"] + 0.05  # through z (measured: 0.0 -> 0.12)
     assert summary["heldout_head_accuracy_true_h"] > before["acc_true_h"] + 0.3  # D_w on the true h (~0 -> 0.64)
+    # train_minutes counts the joint stage that the first call trained, not only the resumed call's wall time
+    stages = summary["feature_minutes"] + summary["joint_minutes"] + summary["decoder_minutes"]
+    assert summary["joint_minutes"] > 0 and summary["train_minutes"] == pytest.approx(stages, abs=2e-5)
 
 
 def test_post_training_trains_only_a_fresh_token_decoder():

@@ -68,7 +68,8 @@ def train_ldlm(
     if "heldout_acc" in summary:
         summary["heldout_token_accuracy"] = summary.pop("heldout_acc")
         summary["heldout_head_accuracy_true_h"] = summary.pop("heldout_acc_true_h")
-    summary["train_minutes"] = (time.perf_counter() - start) / 60
+    # the stages' minutes, so that a resumed run counts the stages an earlier call trained (as the COSMOS recipe does)
+    summary["train_minutes"] = summary["feature_minutes"] + summary["joint_minutes"] + summary["decoder_minutes"]
     return model, stages.finish(model, summary)  # rank 0 writes run_dir/model and summary.json
 
 
