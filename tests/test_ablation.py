@@ -223,6 +223,10 @@ def test_markdown_block_has_not_run_rows_and_is_replaced_not_duplicated(table, n
     base = next(line for line in lines if line.startswith("| all losses | 0,1 |"))
     assert "(0.5)" in base and "±" in base  # the paper's number beside ours
     assert "smollm2-135m" in text and "ldlm ablate" in text
+    assert ablate(spec, root, "--report-only", "--seeds", "1") == 0  # one seed's call: the table's line keeps all
+    agg = json.loads((root / "results" / "tiny_table.json").read_text())
+    assert agg["command"].startswith(f"ldlm ablate {spec} --seeds 0,1 ")
+    assert f"`HF_HUB_OFFLINE=1 ldlm ablate {spec} --seeds 0,1 " in (root / "doc.md").read_text()
 
 
 def test_second_invocation_trains_nothing_and_reloads_a_saved_model(table, no_training, monkeypatch, capsys):

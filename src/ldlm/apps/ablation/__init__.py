@@ -85,7 +85,8 @@ def ablate(
     selected = _select_rows(spec, rows)
     planned = plan_runs(spec, seeds=seeds, rows=selected, runs_dir=Path(runs_dir), out_dir=Path(out_dir))
     dirs = {"out_dir": out_dir, "runs_dir": runs_dir, "markdown": markdown}
-    command = _command(table, seeds, dirs)
+    table_seeds = sorted({*spec.seeds, *seeds})  # the table's line: a call for one seed must not shrink it
+    command = _command(table, table_seeds, dirs)
     if dry_run:
         _print_plan(spec, planned, selected, echo)
         return None
@@ -96,7 +97,7 @@ def ablate(
         _run_all(spec, planned, command=lambda run: _command(table, [run.seed], dirs), progress=progress, echo=echo)
     with directory_lock(out_dir):  # a concurrent job of the same table must not write an older aggregate last
         agg = aggregate(
-            spec, table=str(table), out_dir=Path(out_dir), runs_dir=Path(runs_dir), seeds=seeds, command=command
+            spec, table=str(table), out_dir=Path(out_dir), runs_dir=Path(runs_dir), seeds=table_seeds, command=command
         )
         json_path = Path(out_dir) / f"{spec.name}.json"
         atomic_write_json(json_path, agg)
