@@ -23,6 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ldlm.reporting.figures import save_figure
 from ldlm.storage.io import atomic_write_json
 
 STAGES = {
@@ -84,6 +85,30 @@ def row(run_dir: Path, evaluation: Path, report: Path | None = None, extra_minut
     return out
 
 
+def plot_tradeoff(result: dict, out: Path) -> Path:
+    """Held-out token accuracy (through z) against MAUVE (mean +- std over seeds), one labelled point per row: where
+    each recipe and setting sits between reconstruction and generation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    rows = [(n, r) for n, r in result.items() if isinstance(r, dict) and "mauve_stats" in r]
+    rows = sorted((r["heldout_token_accuracy"], n, r) for n, r in rows if r.get("heldout_token_accuracy") is not None)
+    for i, (acc, name, r) in enumerate(rows):
+        mauve = r["mauve_stats"]
+        color = "tab:blue" if r.get("recipe") == "cosmos" else "tab:red"
+        ax.errorbar(acc, mauve["mean"], yerr=mauve["std"], fmt="o", color=color, capsize=3)
+        # neighbours along x alternate above / below their point, so close labels do not overprint
+        ax.annotate(name, (acc, mauve["mean"]), textcoords="offset points", xytext=(5, 5 if i % 2 else -11), fontsize=8)
+    ax.set_xlabel("held-out token accuracy through z (clean input)")
+    ax.set_ylabel("MAUVE (mean ± std over seeds)")
+    ax.set_title("Reconstruction against generation (blue: COSMOS, red: LDLM)")
+    ax.grid(alpha=0.3)
+    return save_figure(fig, out)
+
+
 def parse_row(spec: str) -> tuple[str, Path, Path, Path | None]:
     name, _, paths = spec.partition("=")
     parts = paths.split(":")
@@ -104,6 +129,7 @@ def main() -> None:
         help="keep the rows and commands already in --out (their run directories need not exist any more) and add "
         "or replace only the --row ones",
     )
+    parser.add_argument("--plot", type=Path, default=None, help="also write the accuracy-vs-MAUVE figure (PNG)")
     args = parser.parse_args()
     extra = {k: float(v) for k, _, v in (s.partition("=") for s in args.extra_minutes)}
     result: dict = json.loads(args.out.read_text()) if args.update and args.out.exists() else {}
@@ -129,6 +155,8 @@ def main() -> None:
             f"  Div {s['div']['mean']:.2f}  {r['train_minutes']:.1f} min"
         )
     print(f"wrote {args.out} (minutes spread {result['budget_spread']:.1%})")
+    if args.plot is not None:
+        print(f"wrote {plot_tradeoff(result, args.plot)}")
 
 
 if __name__ == "__main__":

@@ -82,6 +82,8 @@ def test_update_keeps_earlier_rows_and_commands(recipes, tmp_path, monkeypatch):
     assert both["a"] == first["a"] and both["b"]["heldout_token_accuracy"] == 0.8
     assert both["budget_spread"] == pytest.approx(0.1)
     assert both["commands"] == ["train a", "train b"]
+    png = recipes.plot_tradeoff(both, tmp_path / "tradeoff.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # without --update the file holds only the rows given
     only_b = _main(recipes, monkeypatch, "--row", f"b={run_b}:{ev_b}", "--out", str(out))
     assert set(only_b) == {"b", "reference", "budget_spread", "commands"}
