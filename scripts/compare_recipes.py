@@ -132,7 +132,12 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=None, help="also write the accuracy-vs-MAUVE figure (PNG)")
     args = parser.parse_args()
     extra = {k: float(v) for k, _, v in (s.partition("=") for s in args.extra_minutes)}
-    result: dict = json.loads(args.out.read_text()) if args.update and args.out.exists() else {}
+    result: dict = {}
+    if args.update and args.out.exists():
+        try:
+            result = json.loads(args.out.read_text())
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"--update: {args.out} is not valid JSON ({e}); fix or remove it, or drop --update") from e
     earlier_commands = result.pop("commands", [])
     result.pop("budget_spread", None)
     for spec in args.row:
